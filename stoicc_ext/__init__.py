@@ -1,0 +1,14 @@
+"""stoicc: tile-sparse (dense / 2:4 / empty tiles) GEMM for PATCH-pruned LLM weights.
+
+Use it as ``import stoicc_ext as STOICC`` (the spec's prefix).
+"""
+from ._version import __version__
+from ._library import extension_loaded, extension_error
+from .tile_map import TileType, classify_tiles
+from .format import FORMAT_VERSION, CompressedWeight, compress, decompress, validate
+
+__all__ = [
+    "__version__", "extension_loaded", "extension_error",
+    "TileType", "classify_tiles",
+    "FORMAT_VERSION", "CompressedWeight", "compress", "decompress", "validate",
+]
