@@ -6,9 +6,12 @@ from ._version import __version__
 from ._library import extension_loaded, extension_error
 from .tile_map import TileType, classify_tiles
 from .format import FORMAT_VERSION, CompressedWeight, compress, decompress, validate
+from ._ops import spmm
+from .instances import list_instances, manifest
 
 __all__ = [
     "__version__", "extension_loaded", "extension_error",
     "TileType", "classify_tiles",
     "FORMAT_VERSION", "CompressedWeight", "compress", "decompress", "validate",
+    "spmm", "list_instances", "manifest",
 ]

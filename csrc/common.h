@@ -1,0 +1,67 @@
+// Types shared by the op layer (ops.cpp, built against the LibTorch stable ABI), the CPU
+// reference and the CUDA kernels. No torch and no CUDA headers here: kernel translation units
+// stay free of torch headers (compile time), and the C++ benchmark links without Python.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace stoicc {
+
+enum class DType : int { F16 = 0, BF16 = 1 };
+
+// Everything one spmm launch needs. Y[M, N] = X[M, K] @ W^T (+ bias), W given as the mixed-tile
+// format of docs/format.md. Pointers are device pointers for the CUDA path.
+struct SpmmArgs {
+  const void* x;            // [M, K], row stride ldx elements, 16-byte aligned rows
+  int64_t ldx;
+  const int32_t* s_ptr;     // [TR + 1] CSR row pointers of the 2:4 tiles
+  const int32_t* s_cols;    // [n_sparse] K-tile index of each 2:4 tile
+  const void* s_vals;       // [n_sparse * BN * BK / 2] kept values, mma.sp A-fragment order
+  const uint32_t* s_meta;   // [n_sparse * BN * BK / 32] metadata words, mma.sp E order
+  const int32_t* d_ptr;     // [TR + 1] CSR row pointers of the dense tiles
+  const int32_t* d_cols;    // [n_dense]
+  const void* d_vals;       // [n_dense * BN * BK] values, mma A-fragment order
+  const void* bias;         // [N] or nullptr
+  void* y;                  // [M, N], row stride ldy elements
+  int64_t ldy;
+  float* workspace;         // split-K partial sums (fp32), see workspace_floats()
+  int32_t* counters;        // split-K arrival counters, zero before the launch, zero after it
+  int M, N, K;
+  int n_sparse, n_dense;    // total stored tiles: every index read is clamped to these
+  int split_k;              // CTAs per tile row (1 for the sequential schedule)
+};
+
+// One compiled kernel instance (a row of the generated registry / manifest).
+struct InstanceInfo {
+  const char* name;
+  int block_m, block_n, block_k;
+  int warps_n, warps_m;     // warp grid inside the CTA
+  int stages;               // cp.async pipeline depth
+  bool split_k;             // schedule: false = sequential, true = split_k
+  int min_sm;               // lowest compute capability (major*10+minor) it runs on
+  // Launches on `stream` (a cudaStream_t). Returns 0 or a cudaError_t value.
+  int (*launch)(const SpmmArgs&, DType, void* stream);
+  size_t smem_bytes;        // dynamic shared memory per CTA
+};
+
+// The generated registry (csrc/instances/registry.cpp).
+extern const InstanceInfo kInstances[];
+extern const int kNumInstances;
+extern const uint64_t kManifestHash;
+
+// fp32 elements of split-K workspace and int32 counters an instance needs for one call.
+inline size_t workspace_floats(const InstanceInfo& in, int M, int N, int split_k) {
+  if (!in.split_k) return 0;
+  size_t mt = (size_t)((M + in.block_m - 1) / in.block_m);
+  return mt * (size_t)(N / in.block_n) * (size_t)split_k * (size_t)in.block_n * in.block_m;
+}
+inline size_t counter_ints(const InstanceInfo& in, int M, int N) {
+  if (!in.split_k) return 0;
+  return (size_t)((M + in.block_m - 1) / in.block_m) * (size_t)(N / in.block_n);
+}
+
+// CPU reference (spmm_cpu.cpp): float32 accumulation, same argument struct with host pointers.
+// Returns nullptr or an error message (index corruption found while reading).
+const char* spmm_cpu(const SpmmArgs& a, DType dt, int block_n, int block_k);
+
+}  // namespace stoicc

@@ -1,0 +1,258 @@
+// Registers the torch.ops.stoicc ops with the dispatcher through the LibTorch stable ABI (one
+// binary loads across torch releases from the 2.10 floor on). CPU (reference) and CUDA kernels;
+// the fake kernels live in stoicc_ext/_ops.py. Argument checking happens here, once, for both.
+#include <cuda_runtime_api.h>
+
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "dispatch.h"
+
+namespace stoicc {
+namespace {
+
+using torch::stable::Tensor;
+using torch::headeronly::ScalarType;
+
+const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Float: return "float32";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    default: return "another dtype";
+  }
+}
+
+#define CHECK_ARG(cond, ...) STD_TORCH_CHECK(cond, "stoicc.spmm: ", __VA_ARGS__)
+
+// The seven tensors of the compressed weight (docs/format.md section 2).
+struct Compressed {
+  Tensor s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals;
+};
+
+void check_index_tensor(const Tensor& t, const char* name, int64_t want_len, const Tensor& x) {
+  CHECK_ARG(t.scalar_type() == ScalarType::Int, name, " must be int32, got ", dtype_name(t.scalar_type()));
+  CHECK_ARG(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
+  CHECK_ARG(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
+            " is on another device than x");
+  if (want_len >= 0)
+    CHECK_ARG(t.numel() == want_len, name, " has ", t.numel(), " entries, expected ", want_len,
+              " (is the tuple from a compression with other N, K or tile shape?)");
+}
+
+void check_value_tensor(const Tensor& t, const char* name, int64_t want_len, const Tensor& x, ScalarType want_dt) {
+  CHECK_ARG(t.scalar_type() == want_dt, name, " must have dtype ", dtype_name(want_dt), ", got ",
+            dtype_name(t.scalar_type()));
+  CHECK_ARG(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
+  CHECK_ARG(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
+            " is on another device than x");
+  CHECK_ARG(t.numel() == want_len, name, " has ", t.numel(), " elements, expected ", want_len,
+            " for the number of stored tiles");
+}
+
+// Validates shapes, dtypes and devices of everything, and returns X as a tensor whose rows the
+// kernel can read with 16-byte copies (a copy only when the input is strided or misaligned).
+Tensor check_args(const Tensor& x, const Compressed& w, const std::optional<Tensor>& bias, int64_t N, int64_t K,
+                  int64_t block_n, int64_t block_k) {
+  CHECK_ARG(x.dim() == 2, "x must be 2-D (M, K), got ", x.dim(), " dimensions; flatten leading dimensions first");
+  const ScalarType dt = x.scalar_type();
+  CHECK_ARG(dt == ScalarType::Half || dt == ScalarType::BFloat16, "x must be float16 or bfloat16, got ",
+            dtype_name(dt));
+  CHECK_ARG(block_n == 64 || block_n == 128, "block_n must be 64 or 128, got ", block_n);
+  CHECK_ARG(block_k == 64 || block_k == 128, "block_k must be 64 or 128, got ", block_k);
+  CHECK_ARG(N > 0 && K > 0, "N and K must be positive, got N=", N, " K=", K);
+  CHECK_ARG(N % block_n == 0, "N=", N, " is not a multiple of block_n=", block_n, " (stoicc does not pad)");
+  CHECK_ARG(K % block_k == 0, "K=", K, " is not a multiple of block_k=", block_k, " (stoicc does not pad)");
+  CHECK_ARG(N < (1LL << 31) && K < (1LL << 31), "N and K must fit in int32");
+  CHECK_ARG(x.size(1) == K, "x has ", x.size(1), " columns but the weight has K=", K);
+  CHECK_ARG(x.size(0) < (1LL << 31), "M must fit in int32");
+  const int64_t TR = N / block_n;
+  check_index_tensor(w.s_ptr, "sparse_row_ptr", TR + 1, x);
+  check_index_tensor(w.s_cols, "sparse_cols", -1, x);
+  check_index_tensor(w.d_ptr, "dense_row_ptr", TR + 1, x);
+  check_index_tensor(w.d_cols, "dense_cols", -1, x);
+  const int64_t nS = w.s_cols.numel(), nD = w.d_cols.numel();
+  check_value_tensor(w.s_vals, "sparse_values", nS * block_n * block_k / 2, x, dt);
+  CHECK_ARG(w.s_meta.scalar_type() == ScalarType::Int, "sparse_meta must be int32, got ",
+            dtype_name(w.s_meta.scalar_type()));
+  CHECK_ARG(w.s_meta.dim() == 1 && w.s_meta.numel() == nS * block_n * block_k / 32, "sparse_meta has ",
+            w.s_meta.numel(), " words, expected ", nS * block_n * block_k / 32);
+  CHECK_ARG(w.s_meta.get_device_index() == x.get_device_index() && w.s_meta.is_cuda() == x.is_cuda(),
+            "sparse_meta is on another device than x");
+  check_value_tensor(w.d_vals, "dense_values", nD * block_n * block_k, x, dt);
+  for (const Tensor* t : {&w.s_ptr, &w.s_cols, &w.s_vals, &w.s_meta, &w.d_ptr, &w.d_cols, &w.d_vals})
+    CHECK_ARG(t->is_contiguous(), "the compressed weight tensors must be contiguous");
+  if (bias.has_value()) {
+    const Tensor& b = *bias;
+    CHECK_ARG(b.scalar_type() == dt, "bias must have x's dtype ", dtype_name(dt), ", got ",
+              dtype_name(b.scalar_type()));
+    CHECK_ARG(b.dim() == 1 && b.size(0) == N, "bias must have shape (N,) = (", N, ",)");
+    CHECK_ARG(b.get_device_index() == x.get_device_index() && b.is_cuda() == x.is_cuda(),
+              "bias is on another device than x");
+  }
+  // Rows must start on 16-byte boundaries for the cp.async copies; otherwise copy.
+  const bool aligned = x.stride(1) == 1 && x.stride(0) % 8 == 0 && x.stride(0) >= K &&
+                       reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  return aligned ? x : torch::stable::contiguous(x);
+}
+
+SpmmArgs make_args(const Tensor& x, const Compressed& w, const std::optional<Tensor>& bias, Tensor& y, int64_t N,
+                   int64_t K) {
+  SpmmArgs a{};
+  a.x = x.data_ptr();
+  a.ldx = x.stride(0);
+  a.s_ptr = static_cast<const int32_t*>(w.s_ptr.data_ptr());
+  a.s_cols = static_cast<const int32_t*>(w.s_cols.data_ptr());
+  a.s_vals = w.s_vals.data_ptr();
+  a.s_meta = static_cast<const uint32_t*>(w.s_meta.data_ptr());
+  a.d_ptr = static_cast<const int32_t*>(w.d_ptr.data_ptr());
+  a.d_cols = static_cast<const int32_t*>(w.d_cols.data_ptr());
+  a.d_vals = w.d_vals.data_ptr();
+  a.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  a.y = y.data_ptr();
+  a.ldy = N;
+  a.M = (int)x.size(0);
+  a.N = (int)N;
+  a.K = (int)K;
+  a.n_sparse = (int)w.s_cols.numel();
+  a.n_dense = (int)w.d_cols.numel();
+  a.split_k = 1;
+  return a;
+}
+
+Tensor spmm_cpu_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
+                     Tensor d_vals, std::optional<Tensor> bias, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
+                     int64_t instance, int64_t split_k) {
+  (void)instance;
+  (void)split_k;  // the reference has one schedule
+  Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
+  x = check_args(x, w, bias, N, K, block_n, block_k);
+  const ScalarType dt = x.scalar_type();
+  // The reference works in float32 throughout: convert the operands once.
+  auto f32 = [](const Tensor& t) { return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float)); };
+  Tensor xf = f32(x), svf = f32(w.s_vals), dvf = f32(w.d_vals);
+  std::optional<Tensor> bf;
+  if (bias.has_value()) bf = f32(*bias);
+  Compressed wf{w.s_ptr, w.s_cols, svf, w.s_meta, w.d_ptr, w.d_cols, dvf};
+  Tensor yf = torch::stable::empty({x.size(0), N}, ScalarType::Float, std::nullopt, x.device());
+  SpmmArgs a = make_args(xf, wf, bf, yf, N, K);
+  const char* err = spmm_cpu(a, dt == ScalarType::BFloat16 ? DType::BF16 : DType::F16, (int)block_n, (int)block_k);
+  STD_TORCH_CHECK(err == nullptr, "stoicc.spmm: corrupted compressed weight: ", err ? err : "");
+  return torch::stable::to(yf, dt);
+}
+
+Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr,
+                      Tensor d_cols, Tensor d_vals, std::optional<Tensor> bias, int64_t N, int64_t K, int64_t block_n,
+                      int64_t block_k, int64_t instance, int64_t split_k) {
+  Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
+  x = check_args(x, w, bias, N, K, block_n, block_k);
+  const int device = x.get_device_index();
+  torch::stable::accelerator::DeviceGuard guard(device);
+  const DeviceProps props = device_props(device);
+  const int64_t M = x.size(0);
+  Tensor y = torch::stable::empty({M, N}, x.scalar_type(), std::nullopt, x.device());
+  if (M == 0) return y;
+
+  int inst = (int)instance, split = (int)split_k;
+  if (inst < 0) {
+    Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, props);
+    STD_TORCH_CHECK(c.instance >= 0, "stoicc.spmm: no compiled instance runs ", block_n, "x", block_k,
+                    " tiles on this GPU (compute capability ", props.cc, ")");
+    inst = c.instance;
+    if (split <= 0) split = c.split_k;
+  } else if (split <= 0 && inst < kNumInstances) {
+    split = auto_split(kInstances[inst], (int)M, (int)N, (int)K, props);
+  }
+  const std::string bad = check_instance(inst, (int)block_n, (int)block_k, split, props);
+  STD_TORCH_CHECK(bad.empty(), "stoicc.spmm: ", bad);
+  const InstanceInfo& in = kInstances[inst];
+
+  SpmmArgs a = make_args(x, w, bias, y, N, K);
+  a.split_k = split;
+  // Workspace and counters come from torch's caching allocator (graph-capture safe). The
+  // counters start at zero here and the kernel leaves them at zero.
+  Tensor ws, counters;
+  if (in.split_k && split > 1) {
+    ws = torch::stable::empty({(int64_t)workspace_floats(in, (int)M, (int)N, split)}, ScalarType::Float,
+                              std::nullopt, x.device());
+    counters = torch::stable::new_zeros(x, {(int64_t)counter_ints(in, (int)M, (int)N)}, ScalarType::Int);
+    a.workspace = static_cast<float*>(ws.data_ptr());
+    a.counters = static_cast<int32_t*>(counters.data_ptr());
+  }
+  void* stream = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
+  const int rc = in.launch(a, x.scalar_type() == ScalarType::BFloat16 ? DType::BF16 : DType::F16, stream);
+  STD_TORCH_CHECK(rc == 0, "stoicc.spmm: launch of ", in.name, " failed: ", cudaGetErrorString((cudaError_t)rc));
+  return y;
+}
+
+// --- Introspection of the compiled instances (the manifest's binary side) ---------------------
+
+int64_t num_instances() { return kNumInstances; }
+
+std::vector<int64_t> instance_info(int64_t i) {
+  STD_TORCH_CHECK(i >= 0 && i < kNumInstances, "stoicc.instance_info: no instance ", i);
+  const InstanceInfo& in = kInstances[i];
+  return {in.block_m, in.block_n, in.block_k, in.warps_n, in.warps_m, in.stages, in.split_k ? 1 : 0, in.min_sm,
+          (int64_t)in.smem_bytes, in.launch != nullptr ? 1 : 0};
+}
+
+std::string instance_name(int64_t i) {
+  STD_TORCH_CHECK(i >= 0 && i < kNumInstances, "stoicc.instance_name: no instance ", i);
+  return kInstances[i].name;
+}
+
+int64_t manifest_hash() { return (int64_t)(kManifestHash & 0x7fffffffffffffffULL); }
+
+// [instance, split_k] that the built-in heuristic picks on the current device.
+std::vector<int64_t> default_config(int64_t M, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+  int device = 0;
+  cudaGetDevice(&device);
+  Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, device_props(device));
+  return {c.instance, c.split_k};
+}
+
+}  // namespace
+}  // namespace stoicc
+
+STABLE_TORCH_LIBRARY(stoicc, m) {
+  // Y = X @ W^T (+ bias) with W in the mixed-tile format; instance = -1 and split_k <= 0 pick by heuristic.
+  m.def(
+      "spmm(Tensor x, Tensor sparse_row_ptr, Tensor sparse_cols, Tensor sparse_values, Tensor sparse_meta, "
+      "Tensor dense_row_ptr, Tensor dense_cols, Tensor dense_values, Tensor? bias, int N, int K, int block_n, "
+      "int block_k, int instance=-1, int split_k=0) -> Tensor");
+  // Number of compiled kernel instances.
+  m.def("num_instances() -> int");
+  // [block_m, block_n, block_k, warps_n, warps_m, stages, split_k, min_sm, smem_bytes, compiled] of an instance.
+  m.def("instance_info(int index) -> int[]");
+  // Parameter-spelled name of an instance (the manifest key).
+  m.def("instance_name(int index) -> str");
+  // Hash of the instance list this binary was generated from (must match instances.json).
+  m.def("manifest_hash() -> int");
+  // [instance, split_k] the built-in heuristic picks for this problem on the current device.
+  m.def("default_config(int M, int N, int K, int block_n, int block_k) -> int[]");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(stoicc, CPU, m) { m.impl("spmm", TORCH_BOX(&stoicc::spmm_cpu_impl)); }
+
+STABLE_TORCH_LIBRARY_IMPL(stoicc, CUDA, m) { m.impl("spmm", TORCH_BOX(&stoicc::spmm_cuda_impl)); }
+
+STABLE_TORCH_LIBRARY_IMPL(stoicc, CompositeExplicitAutograd, m) {
+  m.impl("num_instances", TORCH_BOX(&stoicc::num_instances));
+  m.impl("instance_info", TORCH_BOX(&stoicc::instance_info));
+  m.impl("instance_name", TORCH_BOX(&stoicc::instance_name));
+  m.impl("manifest_hash", TORCH_BOX(&stoicc::manifest_hash));
+  m.impl("default_config", TORCH_BOX(&stoicc::default_config));
+}

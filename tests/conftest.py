@@ -1,0 +1,39 @@
+"""Shared fixtures: devices (CUDA skips cleanly without a GPU), output poisoning, references."""
+import pytest
+import torch
+
+import stoicc_ext
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")])]
+
+needs_ext = pytest.mark.skipif(not stoicc_ext.extension_loaded,
+                               reason=f"compiled extension not loaded: {stoicc_ext.extension_error}")
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+
+
+def poison_allocator(device, nbytes):
+    """Fill the caching allocator's next blocks with NaN so that an output the kernel forgets to
+    write shows up as NaN instead of a lucky zero."""
+    if device == "cpu":
+        return
+    junk = torch.full((nbytes // 2 + 1024,), float("nan"), dtype=torch.float16, device=device)
+    del junk
+
+
+def reference(x, W, bias=None):
+    """float64 X @ W^T (+ bias) on the same (pruned) weight the kernel sees."""
+    y = x.double() @ W.double().T
+    if bias is not None:
+        y = y + bias.double()
+    return y
+
+
+def assert_matches(y, ref, dtype, what=""):
+    """Error bound: the output rounding (half an ulp of |y|, so eps * max|ref|) plus fp32
+    accumulation noise; a wrong tile or a missed write is orders of magnitude above it."""
+    assert not torch.isnan(y).any(), f"NaN in output {what} (unwritten output or bad metadata)"
+    eps = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}[dtype]
+    scale = ref.abs().max().item() + 1e-6
+    err = (y.double() - ref).abs().max().item()
+    assert err <= 2 * eps * scale + 1e-4 * scale, f"max |err| {err:.4g} vs max |ref| {scale:.4g} {what}"

@@ -1,0 +1,185 @@
+"""torch.ops.stoicc.spmm against a float64 reference on fresh random PATCH-like weights.
+
+CPU runs the reference implementation; CUDA runs every compiled instance that can take the
+weight's tile shape (sequential and split-K schedules), so the whole registry is covered.
+"""
+import itertools
+
+import pytest
+import torch
+
+import stoicc_ext
+from stoicc_ext.synthetic import random_patch_weight
+
+from conftest import DEVICES, HAS_CUDA, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
+
+pytestmark = needs_ext
+
+DTYPES = [torch.float16, torch.bfloat16]
+BLOCKS = [(128, 128), (128, 64), (64, 128), (64, 64)]
+
+
+def make_case(N, K, frac, dtype, device, seed, empty=0.1, row_pattern="both"):
+    g = torch.Generator().manual_seed(seed)
+    W, _ = random_patch_weight(N, K, frac, empty if frac < 1.0 else 0.0, dtype=dtype, device=device,
+                               generator=g, row_pattern=row_pattern if N >= 256 else None)
+    return W, g
+
+
+def instances_for(block_n, block_k):
+    return [e for e in stoicc_ext.list_instances() if e["BLOCK_N"] == block_n and e["BLOCK_K"] == block_k]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("frac", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("M", [1, 3, 16, 17, 100])
+def test_spmm_default_choice(device, dtype, frac, M):
+    """Heuristic instance choice over the M grid, all tile-type mixes, with bias."""
+    N, K = 256, 512
+    W, g = make_case(N, K, frac, dtype, device, seed=M * 10 + int(frac * 10))
+    Wc = stoicc_ext.compress(W, 128, 128)
+    x = torch.randn(M, K, generator=g).to(dtype).to(device)
+    bias = torch.randn(N, generator=g).to(dtype).to(device)
+    poison_allocator(device, M * N * 2)
+    y = stoicc_ext.spmm(x, Wc, bias)
+    assert y.shape == (M, N) and y.dtype == dtype and y.device.type == device
+    assert_matches(y, reference(x, W, bias), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,K", [(384, 256), (128, 1024), (512, 384)])
+def test_spmm_shapes(device, dtype, N, K):
+    """Several N and K (ragged tile counts per row) with every PATCH sub-tile shape."""
+    W, g = make_case(N, K, 0.6, dtype, device, seed=N + K)
+    x = torch.randn(33, K, generator=g).to(dtype).to(device)
+    ref = reference(x, W)
+    for bn, bk in BLOCKS:
+        Wc = stoicc_ext.compress(W, bn, bk)
+        poison_allocator(device, 33 * N * 2)
+        assert_matches(stoicc_ext.spmm(x, Wc), ref, dtype, f"block {bn}x{bk}")
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bn,bk", BLOCKS)
+def test_every_instance(dtype, bn, bk):
+    """Each compiled instance, both schedules, several split counts, M below/at/above its block."""
+    N, K = 512, 1024
+    W, g = make_case(N, K, 0.5, dtype, "cuda", seed=bn * 7 + bk)
+    bias = torch.randn(N, generator=g).to(dtype).cuda()
+    Wc = stoicc_ext.compress(W, bn, bk)
+    insts = instances_for(bn, bk)
+    assert insts, f"no compiled instance for {bn}x{bk}"
+    for inst, M in itertools.product(insts, [1, 16, 17, 64, 130]):
+        x = torch.randn(M, K, generator=g).to(dtype).cuda()
+        ref = reference(x, W, bias)
+        splits = [1, 3, 7] if inst["schedule"] == "split_k" else [1]
+        for s in splits:
+            poison_allocator("cuda", M * N * 2)
+            y = stoicc_ext.spmm(x, Wc, bias, instance=inst["index"], split_k=s)
+            assert_matches(y, ref, dtype, f"{inst['name']} split_k={s} M={M}")
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_m2048(dtype):
+    N, K = 512, 768
+    W, g = make_case(N, K, 0.7, dtype, "cuda", seed=2048)
+    x = torch.randn(2048, K, generator=g).to(dtype).cuda()
+    for bn, bk in BLOCKS:
+        Wc = stoicc_ext.compress(W, bn, bk)
+        poison_allocator("cuda", 2048 * N * 2)
+        assert_matches(stoicc_ext.spmm(x, Wc), reference(x, W), dtype, f"block {bn}x{bk}")
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_split_k_is_deterministic_and_graph_safe():
+    """Split-K sums partials in split order (bitwise repeatable) and its counters reset
+    themselves, so capture + many replays give the same bits as eager."""
+    N, K, M = 1024, 2048, 16
+    W, g = make_case(N, K, 0.5, torch.float16, "cuda", seed=5)
+    Wc = stoicc_ext.compress(W, 128, 128)
+    inst = next(e for e in instances_for(128, 128) if e["schedule"] == "split_k")
+    x = torch.randn(M, K, generator=g).half().cuda()
+    y0 = stoicc_ext.spmm(x, Wc, instance=inst["index"], split_k=8)
+    for _ in range(3):
+        assert torch.equal(stoicc_ext.spmm(x, Wc, instance=inst["index"], split_k=8), y0)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        stoicc_ext.spmm(x, Wc, instance=inst["index"], split_k=8)  # warm-up off the default stream
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y_g = stoicc_ext.spmm(x, Wc, instance=inst["index"], split_k=8)
+    for _ in range(5):
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y_g, y0)
+    assert_matches(y0, reference(x, W), torch.float16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_and_batched_input(device):
+    """Non-contiguous x (a column slice) and misaligned rows are copied, not misread."""
+    N, K = 256, 256
+    W, g = make_case(N, K, 0.5, torch.float16, device, seed=9)
+    Wc = stoicc_ext.compress(W, 128, 64)
+    big = torch.randn(8, 2 * K + 1, generator=g).half().to(device)
+    for x in (big[:, :K], big[:, 1:K + 1], big[:, ::2][:, :K], big[:, :K].t().contiguous().t()):
+        assert_matches(stoicc_ext.spmm(x, Wc), reference(x, W), torch.float16)
+    x3 = torch.randn(2, 5, K, generator=g).half().to(device)
+    y3 = stoicc_ext.spmm(x3, Wc)
+    assert y3.shape == (2, 5, N)
+    assert_matches(y3.reshape(10, N), reference(x3.reshape(10, K), W), torch.float16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_rows_and_all_empty(device):
+    """A weight with a fully EMPTY tile row, and a fully EMPTY weight: output is the bias."""
+    N, K = 256, 256
+    W, g = make_case(N, K, 0.5, torch.float16, device, seed=11, row_pattern=None)
+    W[:128] = 0
+    bias = torch.randn(N, generator=g).half().to(device)
+    x = torch.randn(4, K, generator=g).half().to(device)
+    assert_matches(stoicc_ext.spmm(x, stoicc_ext.compress(W, 128, 128), bias), reference(x, W, bias), torch.float16)
+    Z = torch.zeros_like(W)
+    y = stoicc_ext.spmm(x, stoicc_ext.compress(Z, 64, 64), bias)
+    assert torch.equal(y, bias.expand(4, N))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_zero_rows(device):
+    W, g = make_case(128, 128, 1.0, torch.float16, device, seed=1)
+    y = stoicc_ext.spmm(torch.empty(0, 128, dtype=torch.float16, device=device), stoicc_ext.compress(W))
+    assert y.shape == (0, 128)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    W, g = make_case(256, 256, 0.5, torch.float16, device, seed=3)
+    Wc = stoicc_ext.compress(W, 128, 128)
+    x = torch.randn(5, 256, generator=g).half().to(device)
+    bias = torch.randn(256, generator=g).half().to(device)
+    for b in (None, bias):
+        torch.library.opcheck(torch.ops.stoicc.spmm.default, (x, *Wc, b, 256, 256, 128, 128, -1, 0))
+
+
+def test_opcheck_introspection_ops():
+    torch.library.opcheck(torch.ops.stoicc.num_instances.default, ())
+    torch.library.opcheck(torch.ops.stoicc.instance_info.default, (0,))
+    torch.library.opcheck(torch.ops.stoicc.manifest_hash.default, ())
+
+
+def test_manifest_matches_binary():
+    insts = stoicc_ext.list_instances(compiled_only=False)
+    assert len(insts) == torch.ops.stoicc.num_instances()
+    for e in insts:
+        info = torch.ops.stoicc.instance_info(e["index"])
+        assert info[:6] == [e["BLOCK_M"], e["BLOCK_N"], e["BLOCK_K"], e["warps_n"], e["warps_m"], e["num_stages"]]
+        assert torch.ops.stoicc.instance_name(e["index"]) == e["name"]
