@@ -1,0 +1,87 @@
+"""Synthetic PATCH-like weights for tests and benchmarks.
+
+PATCH prunes each 128 x 128 tile of a weight to one of: kept dense, 2:4 (magnitude), or
+removed. ``random_patch_weight`` imitates that with exact tile counts, so tests can mix
+all three tile types and benchmarks can sweep the 2:4 fraction.
+
+Kept values are ``sign * U(0.1, 1)``: bounded away from zero (a kept value that happened
+to be 0 would turn a DENSE tile into a 2:4 one and make the returned tile map wrong) and
+exactly representable as non-zero in fp16 and bf16.
+"""
+import torch
+
+from .tile_map import TileType
+
+__all__ = ["random_patch_weight", "prune_to_24", "ROW_PATTERNS"]
+
+ROW_PATTERNS = (None, "dense_only_rows", "sparse_only_rows", "both")
+
+
+def prune_to_24(W):
+    """Magnitude 2:4 along K: keep the two largest ``|w|`` of each aligned group of four.
+
+    Dropped positions become +0.0 (``torch.where``, not a multiply, which would give -0.0
+    for negative weights). Ties are broken by ``topk``, so exactly two are kept.
+    """
+    if W.dim() != 2 or W.shape[1] % 4:
+        raise ValueError(f"prune_to_24 needs a 2-D weight with K % 4 == 0, got {tuple(W.shape)}")
+    N, K = W.shape
+    g = W.reshape(N, K // 4, 4)
+    top = g.abs().float().topk(2, dim=-1).indices
+    keep = torch.zeros(g.shape, dtype=torch.bool, device=W.device).scatter_(-1, top, True)
+    return torch.where(keep, g, torch.zeros((), dtype=W.dtype, device=W.device)).reshape(N, K)
+
+
+def random_patch_weight(N, K, sparse_frac, empty_frac=0.0, *, dtype=torch.float16,
+                        device="cpu", generator=None, tile=128, row_pattern=None):
+    """A random ``[N, K]`` weight whose ``tile x tile`` tiles are 2:4, EMPTY or DENSE.
+
+    Returns ``(W, tile_map)`` with ``tile_map`` int8 ``[N/tile, K/tile]`` (on ``device``)
+    at the generation granularity; it equals ``classify_tiles(W, tile, tile)``.
+
+    Counts are exact: of the tiles chosen at random, ``round(sparse_frac * F)`` are 2:4 and
+    ``round(empty_frac * F)`` EMPTY, the rest DENSE, where ``F`` is the number of tiles not
+    forced by ``row_pattern``:
+
+    * ``"dense_only_rows"``: tile row 0 is all DENSE;
+    * ``"sparse_only_rows"``: the last tile row is all 2:4;
+    * ``"both"``: both of the above (needs at least two tile rows).
+
+    Everything is drawn on the CPU from ``generator`` (a CPU ``torch.Generator``; ``None``
+    uses the global one) and moved to ``device`` at the end, so the result is the same on
+    every device for a given seed.
+    """
+    if row_pattern not in ROW_PATTERNS:
+        raise ValueError(f"row_pattern must be one of {ROW_PATTERNS}, got {row_pattern!r}")
+    if N % tile or K % tile:
+        raise ValueError(f"N={N} and K={K} must be multiples of tile={tile}")
+    if not (0 <= sparse_frac <= 1 and 0 <= empty_frac <= 1 and sparse_frac + empty_frac <= 1):
+        raise ValueError(f"need 0 <= sparse_frac, empty_frac and sparse_frac + empty_frac <= 1, "
+                         f"got {sparse_frac}, {empty_frac}")
+    TR, TC = N // tile, K // tile
+    if row_pattern == "both" and TR < 2:
+        raise ValueError("row_pattern='both' needs at least two tile rows")
+
+    tm = torch.full((TR, TC), -1, dtype=torch.int8)        # -1: not forced
+    if row_pattern in ("dense_only_rows", "both"):
+        tm[0] = TileType.DENSE
+    if row_pattern in ("sparse_only_rows", "both"):
+        tm[-1] = TileType.SPARSE_24
+    free = torch.nonzero(tm.view(-1) < 0).view(-1)
+    F = free.numel()
+    nS, nE = round(sparse_frac * F), round(empty_frac * F)
+    nE = min(nE, F - nS)                                    # rounding can overshoot by one
+    order = free[torch.randperm(F, generator=generator)]
+    flat = tm.view(-1)
+    flat[order[:nS]] = TileType.SPARSE_24
+    flat[order[nS:nS + nE]] = TileType.EMPTY
+    flat[order[nS + nE:]] = TileType.DENSE
+
+    mag = torch.rand(N, K, generator=generator) * 0.9 + 0.1
+    sign = torch.randint(0, 2, (N, K), generator=generator) * 2 - 1
+    W = (mag * sign).to(dtype)
+    # Expand the tile map to elements to mask and prune in one pass.
+    per_elem = tm.repeat_interleave(tile, 0).repeat_interleave(tile, 1)
+    W = torch.where(per_elem == TileType.SPARSE_24, prune_to_24(W), W)
+    W = torch.where(per_elem == TileType.EMPTY, torch.zeros((), dtype=dtype), W)
+    return W.to(device), tm.to(device)
