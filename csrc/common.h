@@ -42,6 +42,9 @@ struct InstanceInfo {
   // Launches on `stream` (a cudaStream_t). Returns 0 or a cudaError_t value.
   int (*launch)(const SpmmArgs&, DType, void* stream);
   size_t smem_bytes;        // dynamic shared memory per CTA
+  // True when split-K partials are reduced inside a thread-block cluster on this device (sm_90
+  // code), so that no workspace is needed; false: the caller allocates workspace + counters.
+  bool (*uses_cluster)(DType);
 };
 
 // The generated registry (csrc/instances/registry.cpp).

@@ -38,6 +38,10 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
   if (!in.split_k && split_k != 1)
     return name + " uses the sequential schedule, which takes split_k = 1 (got " + std::to_string(split_k) + ")";
   if (split_k < 1 || split_k > 64) return "split_k must be in [1, 64], got " + std::to_string(split_k);
+  // On sm_90 the split CTAs of a row form one thread-block cluster: at most 8 (portable size).
+  if (p.cc >= 90 && split_k > 8 && in.uses_cluster(DType::F16))
+    return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
+           std::to_string(split_k);
   if (p.cc < in.min_sm) return name + " needs compute capability >= " + std::to_string(in.min_sm);
   if ((int)in.smem_bytes > p.max_smem_optin)
     return name + " needs " + std::to_string(in.smem_bytes) + " bytes of shared memory per CTA; this GPU allows " +
@@ -51,7 +55,8 @@ int auto_split(const InstanceInfo& in, int M, int N, int K, const DeviceProps& p
   const int want = (2 * p.sm_count + ctas - 1) / ctas;  // about two waves
   // Each split should keep a few tiles to amortize the pipeline prologue.
   const int max_split = std::max(1, (K / in.block_k) / 4);
-  return std::max(1, std::min({want, max_split, 32}));
+  const int cap = p.cc >= 90 ? 8 : 32;  // cluster size limit on sm_90
+  return std::max(1, std::min({want, max_split, cap}));
 }
 
 Choice default_choice(int M, int N, int K, int block_n, int block_k, const DeviceProps& p) {

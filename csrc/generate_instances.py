@@ -44,8 +44,14 @@ class Instance:
 
     @property
     def smem_bytes(self):
-        # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice
-        return self.stages * (2 * self.block_n * self.block_k + 2 * self.block_m * self.block_k)
+        # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (rows
+        # padded by 16 bytes); must match SpmmKernel::kSmemBytes
+        return self.stages * (2 * self.block_n * self.block_k + self.block_m * (2 * self.block_k + 16))
+
+    @property
+    def tparams(self):
+        return (f"{self.block_m}, {self.block_n}, {self.block_k}, {self.warps_n}, {self.warps_m}, {self.stages}, "
+                f"{'true' if self.split_k else 'false'}")
 
     @property
     def num_warps(self):
@@ -56,6 +62,7 @@ I = Instance
 INSTANCES = [
     # Decode (M <= 16): bound by weight bytes. Split-K spreads the few tile rows over all SMs.
     I(16, 128, 128, 4, 1, 4, True, "decode: largest copies per stage, fewest CTAs; H100/A100 smem"),
+    I(16, 128, 128, 4, 1, 3, True, "decode: 128x128 with two CTAs per H100 SM (one drains while one streams)"),
     I(16, 128, 64, 4, 1, 4, True, "decode: 128x64 tiles (PATCH sub-tile), fits sm_86/89 smem"),
     I(16, 64, 128, 4, 1, 4, True, "decode: 64x128 tiles (PATCH sub-tile), twice the tile rows"),
     I(16, 64, 64, 4, 1, 6, True, "decode: 64x64 tiles (finest PATCH sub-tile), deep pipeline"),
@@ -79,10 +86,14 @@ def instance_source(inst):
     return (HEADER + f"// {inst.why}\n"
             '#include "../kernels/spmm_kernel.cuh"\n\n'
             "namespace stoicc {\n"
+            f"static_assert(SpmmKernel<__half, {inst.block_m}, {inst.block_n}, {inst.block_k}, {inst.warps_n}, "
+            f"{inst.warps_m}, {inst.stages}, {'true' if inst.split_k else 'false'}>::kSmemBytes == {inst.smem_bytes},\n"
+            f"              \"generate_instances.py and the kernel disagree on shared memory\");\n"
             f"int launch_{inst.name}(const SpmmArgs& a, DType dt, void* stream) {{\n"
-            f"  return launch_instance<{inst.block_m}, {inst.block_n}, {inst.block_k}, {inst.warps_n}, "
-            f"{inst.warps_m}, {inst.stages}, {'true' if inst.split_k else 'false'}>(a, dt, stream);\n"
-            "}\n}  // namespace stoicc\n")
+            f"  return launch_instance<{inst.tparams}>(a, dt, stream);\n"
+            "}\n"
+            f"bool uses_cluster_{inst.name}(DType dt) {{ return instance_uses_cluster<{inst.tparams}>(dt); }}\n"
+            "}  // namespace stoicc\n")
 
 
 def manifest_entries():
@@ -102,11 +113,12 @@ def registry_source():
     for x in INSTANCES:
         # weak: a development build (STOICC_INSTANCES) compiles a subset; the others stay null
         lines.append(f"__attribute__((weak)) int launch_{x.name}(const SpmmArgs&, DType, void*);\n")
+        lines.append(f"__attribute__((weak)) bool uses_cluster_{x.name}(DType);\n")
     lines.append("\nconst InstanceInfo kInstances[] = {\n")
     for x in INSTANCES:
         lines.append(f'    {{"{x.name}", {x.block_m}, {x.block_n}, {x.block_k}, {x.warps_n}, {x.warps_m}, '
                      f"{x.stages}, {'true' if x.split_k else 'false'}, {x.min_sm}, &launch_{x.name}, "
-                     f"{x.smem_bytes}}},\n")
+                     f"{x.smem_bytes}, &uses_cluster_{x.name}}},\n")
     lines.append("};\n")
     lines.append(f"const int kNumInstances = {len(INSTANCES)};\n")
     lines.append(f"const uint64_t kManifestHash = {manifest_hash()}ULL;\n")

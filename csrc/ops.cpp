@@ -184,7 +184,8 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   // Workspace and counters come from torch's caching allocator (graph-capture safe). The
   // counters start at zero here and the kernel leaves them at zero.
   Tensor ws, counters;
-  if (in.split_k && split > 1) {
+  const DType dtype = x.scalar_type() == ScalarType::BFloat16 ? DType::BF16 : DType::F16;
+  if (in.split_k && split > 1 && !in.uses_cluster(dtype)) {
     ws = torch::stable::empty({(int64_t)workspace_floats(in, (int)M, (int)N, split)}, ScalarType::Float,
                               std::nullopt, x.device());
     counters = torch::stable::new_zeros(x, {(int64_t)counter_ints(in, (int)M, (int)N)}, ScalarType::Int);
@@ -193,7 +194,7 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   }
   void* stream = nullptr;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
-  const int rc = in.launch(a, x.scalar_type() == ScalarType::BFloat16 ? DType::BF16 : DType::F16, stream);
+  const int rc = in.launch(a, dtype, stream);
   STD_TORCH_CHECK(rc == 0, "stoicc.spmm: launch of ", in.name, " failed: ", cudaGetErrorString((cudaError_t)rc));
   return y;
 }

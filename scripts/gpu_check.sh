@@ -4,8 +4,8 @@
 # (stable ABI) as stoicc_ext/_C.abi3.so, or built here when STOICC_BUILD=1.
 # Usage: bash scripts/gpu_check.sh [pytest args...]   (env BENCH="bench/x.py ..." to run benches)
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; rm -rf /tmp/site
+if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1; fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv | tee "$OUT/gpu.txt"
 git rev-parse HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"

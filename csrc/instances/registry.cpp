@@ -3,34 +3,50 @@
 
 namespace stoicc {
 __attribute__((weak)) int launch_spmm_m16_n128_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk(DType);
+__attribute__((weak)) int launch_spmm_m16_n128_k128_w4x1_s3_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk(DType);
 __attribute__((weak)) int launch_spmm_m16_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m16_n64_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m16_n64_k64_w4x1_s6_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk(DType);
 __attribute__((weak)) int launch_spmm_m16_n128_k128_w4x1_s4_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m64_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m64_n64_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m128_n128_k64_w2x4_s3_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n64_k128_w2x4_s3_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n128_k128_w2x4_s2_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n64_k64_w2x4_s4_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq(DType);
 
 const InstanceInfo kInstances[] = {
-    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, true, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 147456},
-    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 73728},
-    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, true, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 81920},
-    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, true, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 61440},
-    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, false, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 147456},
-    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, true, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 163840},
-    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 81920},
-    {"spmm_m64_n128_k64_w4x1_s4_splitk", 64, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m64_n128_k64_w4x1_s4_splitk, 98304},
-    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, true, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 131072},
-    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, false, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 98304},
-    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, false, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 147456},
-    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, false, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 131072},
-    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, false, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 98304},
+    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, true, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk},
+    {"spmm_m16_n128_k128_w4x1_s3_splitk", 16, 128, 128, 4, 1, 3, true, 80, &launch_spmm_m16_n128_k128_w4x1_s3_splitk, 111360, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk},
+    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk},
+    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, true, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk},
+    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, true, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 62976, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk},
+    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, false, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq},
+    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, true, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 165888, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk},
+    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk},
+    {"spmm_m64_n128_k64_w4x1_s4_splitk", 64, 128, 64, 4, 1, 4, true, 80, &launch_spmm_m64_n128_k64_w4x1_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk},
+    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, true, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 135168, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk},
+    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, false, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 104448, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq},
+    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, false, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 153600, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq},
+    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, false, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 135168, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq},
+    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, false, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 106496, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
 };
-const int kNumInstances = 13;
-const uint64_t kManifestHash = 4089945429760683556ULL;
+const int kNumInstances = 14;
+const uint64_t kManifestHash = 4783706721714218179ULL;
 }  // namespace stoicc

@@ -11,11 +11,12 @@
 // Schedules:
 //   sequential (SPLIT = false): one CTA per (tile row, token block), direct epilogue.
 //   split_k    (SPLIT = true):  `split_k` CTAs share a tile row, each taking a contiguous slice
-//     of its items balanced by bytes (a 2:4 tile costs 9/16 of a dense one). Each writes its f32
-//     partial to the workspace; the last to arrive (atomic counter) sums the partials in split
-//     order, so the result is deterministic, writes Y and resets the counter to zero, which keeps
-//     the call safe to capture and replay in a CUDA graph. Decode needs this: N / BLOCK_N tile
-//     rows alone are far fewer CTAs than SMs.
+//     of its items balanced by bytes (a 2:4 tile costs 9/16 of a dense one). Decode needs this:
+//     N / BLOCK_N tile rows alone are far fewer CTAs than SMs. The partial sums are reduced in
+//     split order (deterministic), on sm_90 through distributed shared memory inside a
+//     thread-block cluster of the split CTAs (split_k <= 8); before sm_90 through an fp32
+//     workspace, where the last CTA to arrive (atomic counter) sums and resets the counter to
+//     zero, keeping the call safe to capture and replay in a CUDA graph.
 #pragma once
 #include <cstdint>
 
@@ -34,10 +35,12 @@ struct SpmmKernel {
   static constexpr int kWBytes = 2 * BN * BK;      // a dense tile; a 2:4 tile uses 9/16 of it
   static constexpr int kSparseValBytes = BN * BK;  // BN*BK/2 values of 2 bytes
   static constexpr int kSparseMetaBytes = BN * BK / 8;
-  static constexpr int kXBytes = 2 * BM * BK;
+  // X slice rows are padded by 16 bytes: ldmatrix then reads 8 rows from 8 different bank
+  // groups, and each row stays one contiguous copy (a bulk copy cannot swizzle).
+  static constexpr int kXRowBytes = 2 * BK + 16;
+  static constexpr int kXBytes = BM * kXRowBytes;
   static constexpr int kStageBytes = kWBytes + kXBytes;
   static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes;
-  static constexpr int kXChunksPerRow = BK / 8;    // 16-byte chunks in one X row of the tile
 
   static_assert(BK % 64 == 0, "BLOCK_K must be a multiple of 64 (one metadata word spans 64 K)");
   static_assert(kWarpRows % 16 == 0 && kMT >= 1, "each warp needs whole m16 blocks");
@@ -84,41 +87,68 @@ struct SpmmKernel {
     const uint8_t* __restrict__ s_vals = static_cast<const uint8_t*>(a.s_vals);
     const uint8_t* __restrict__ s_meta = reinterpret_cast<const uint8_t*>(a.s_meta);
     const uint8_t* __restrict__ d_vals = static_cast<const uint8_t*>(a.d_vals);
-    const uint64_t policy = evict_first_policy();
+    const uint64_t policy = evict_first_policy();  // weights: read once per call
+#ifdef STOICC_BULK_COPY
+    const uint64_t x_policy = evict_last_policy();  // X: re-read by every CTA
+#endif
 
-    // Issue the cp.async copies of item `it` into pipeline slot `slot`.
+#ifdef STOICC_BULK_COPY
+    __shared__ __align__(8) uint64_t full_bar[STAGES];
+    if (tid == 0) {
+#pragma unroll
+      for (int s = 0; s < STAGES; ++s) mbar_init(&full_bar[s], 1);
+      mbar_fence_init();
+    }
+    __syncthreads();
+    uint32_t phase_bits = 0;
+#endif
+    const int rows_valid = min(BM, a.M - m0);
+
+    // Start the copies of item `it` (one weight tile + the matching X slice) into slot `slot`.
     auto load_item = [&](int it, int slot) {
       uint8_t* sw = smem + slot * kStageBytes;
       uint8_t* sx = sw + kWBytes;
-      int kt;
-      if (it < nS) {
-        const int t = s_beg + it;
-        kt = a.s_cols[t];
-        const uint8_t* gv = s_vals + (size_t)t * kSparseValBytes;
-        const uint8_t* gm = s_meta + (size_t)t * kSparseMetaBytes;
+      const bool sparse = it < nS;
+      const int t = sparse ? s_beg + it : d_beg + (it - nS);
+      const int kt = min(max(sparse ? a.s_cols[t] : a.d_cols[t], 0), num_ktiles - 1);
+      const uint8_t* gv = sparse ? s_vals + (size_t)t * kSparseValBytes : d_vals + (size_t)t * kWBytes;
+      const T* gx = x + (size_t)m0 * a.ldx + (size_t)kt * BK;
+#ifdef STOICC_BULK_COPY
+      // Warp 0 issues everything: lane 0 the weight tile (values, metadata), each lane some X rows.
+      // Rows of X past M are not copied: they only feed output columns that are never stored.
+      if (warp == 0) {
+        const uint32_t wbytes = sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes;
+        if (lane == 0) {
+          mbar_expect_tx(&full_bar[slot], wbytes + (uint32_t)rows_valid * (2 * BK));
+          if (sparse) {
+            bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
+            bulk_g2s(sw + kSparseValBytes, s_meta + (size_t)t * kSparseMetaBytes, kSparseMetaBytes, &full_bar[slot],
+                     policy);
+          } else {
+            bulk_g2s(sw, gv, kWBytes, &full_bar[slot], policy);
+          }
+        }
+        __syncwarp();
+        for (int r = lane; r < rows_valid; r += 32)
+          bulk_g2s(sx + r * kXRowBytes, gx + (size_t)r * a.ldx, 2 * BK, &full_bar[slot], x_policy);
+      }
+#else
+      const int wbytes = sparse ? kSparseValBytes : kWBytes;
 #pragma unroll
-        for (int c = tid; c < kSparseValBytes / 16; c += kThreads) cp_async16_stream(sw + c * 16, gv + c * 16, policy);
+      for (int c = tid; c < wbytes / 16; c += kThreads) cp_async16_stream(sw + c * 16, gv + c * 16, policy);
+      if (sparse) {
+        const uint8_t* gm = s_meta + (size_t)t * kSparseMetaBytes;
 #pragma unroll
         for (int c = tid; c < kSparseMetaBytes / 16; c += kThreads)
           cp_async16_stream(sw + kSparseValBytes + c * 16, gm + c * 16, policy);
-      } else {
-        const int t = d_beg + (it - nS);
-        kt = a.d_cols[t];
-        const uint8_t* gv = d_vals + (size_t)t * kWBytes;
-#pragma unroll
-        for (int c = tid; c < kWBytes / 16; c += kThreads) cp_async16_stream(sw + c * 16, gv + c * 16, policy);
       }
-      kt = min(max(kt, 0), num_ktiles - 1);
-      // X slice: BM rows x BK columns, 16-byte chunks XOR-swizzled by (row % 8) so that the
-      // ldmatrix reads of 8 consecutive rows hit 8 different bank groups.
 #pragma unroll
-      for (int c = tid; c < BM * kXChunksPerRow; c += kThreads) {
-        const int r = c / kXChunksPerRow, ch = c % kXChunksPerRow;
-        const int m = m0 + r;
-        const bool ok = m < a.M;
-        const T* src = ok ? x + (size_t)m * a.ldx + (size_t)kt * BK + ch * 8 : x;
-        cp_async16(sx + (r * kXChunksPerRow + (ch ^ (r & 7))) * 16, src, ok ? 16 : 0);
+      for (int c = tid; c < BM * (BK / 8); c += kThreads) {
+        const int r = c / (BK / 8), ch = c % (BK / 8);
+        const bool ok = r < rows_valid;
+        cp_async16(sx + r * kXRowBytes + ch * 16, ok ? gx + (size_t)r * a.ldx + ch * 8 : x, ok ? 16 : 0);
       }
+#endif
     };
 
     float acc[kMT][kNT][4];
@@ -135,8 +165,7 @@ struct SpmmKernel {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
         const int r = warp_m * kWarpCols + nt * 8 + (lane & 7);
-        const int ch = ks * 4 + (lane >> 3);
-        ldmatrix_x4(b[nt], sx + (r * kXChunksPerRow + (ch ^ (r & 7))) * 16);
+        ldmatrix_x4(b[nt], sx + r * kXRowBytes + (ks * 4 + (lane >> 3)) * 16);
       }
     };
 
@@ -189,27 +218,76 @@ struct SpmmKernel {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
       if (s < n_items) load_item(it0 + s, s);
+#ifndef STOICC_BULK_COPY
       cp_async_commit();
+#endif
     }
     int slot = 0;
     for (int i = 0; i < n_items; ++i) {
+#ifndef STOICC_BULK_COPY
       cp_async_wait<STAGES - 2>();
-      __syncthreads();  // item i landed for all threads; slot of item i-1 is free again
+#endif
+      __syncthreads();  // every warp is done with item i-1, so its slot may be refilled
       const int nxt = i + STAGES - 1;
       if (nxt < n_items) {
         int nslot = slot + STAGES - 1;
         if (nslot >= STAGES) nslot -= STAGES;
         load_item(it0 + nxt, nslot);
       }
+#ifdef STOICC_BULK_COPY
+      mbar_wait(&full_bar[slot], (phase_bits >> slot) & 1u);  // item i landed
+      phase_bits ^= 1u << slot;
+#else
       cp_async_commit();
+#endif
       const uint8_t* sw = smem + slot * kStageBytes;
       if (it0 + i < nS) compute_sparse(sw, sw + kWBytes);
       else compute_dense(sw, sw + kWBytes);
       if (++slot == STAGES) slot = 0;
     }
+#ifndef STOICC_BULK_COPY
     cp_async_wait<0>();
+#endif
 
     if constexpr (SPLIT) {
+#ifdef STOICC_BULK_COPY
+      // Hopper: the split CTAs of a tile row form one thread-block cluster and reduce through
+      // distributed shared memory: no workspace, no counters, no extra graph node. Each CTA
+      // parks its partial in its own shared memory, then sums a 1/split share of the tile over
+      // the cluster in rank order (deterministic) and writes that share of Y.
+      if (split > 1) {
+        __syncthreads();  // the pipeline buffers are free (every item was consumed)
+        float4* part = reinterpret_cast<float4*>(smem);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+            part[((warp * kMT + mt) * kNT + nt) * 32 + lane] =
+                make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
+        cluster_sync();
+        const T* __restrict__ bias = static_cast<const T*>(a.bias);
+        T* __restrict__ y = static_cast<T*>(a.y);
+        for (int f = split_idx * kThreads + tid; f < BN * BM / 4; f += split * kThreads) {
+          float4 sum = ld_peer_f4(part + f, 0);
+          for (int r = 1; r < split; ++r) {
+            const float4 p = ld_peer_f4(part + f, r);
+            sum.x += p.x; sum.y += p.y; sum.z += p.z; sum.w += p.w;
+          }
+          // Slot f -> (warp, mt, nt, lane) -> output coordinates, as in the epilogue below.
+          const int fl = f % 32, rest = f / 32, nt = rest % kNT, mt = (rest / kNT) % kMT, w = rest / (kNT * kMT);
+          const int n = tile_row * BN + ((w % WARPS_N) * kMT + mt) * 16 + (fl >> 2);
+          const int m = m0 + (w / WARPS_N) * kWarpCols + nt * 8 + 2 * (fl & 3);
+          const float v[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int nn = n + 8 * (e >> 1), mm = m + (e & 1);
+            if (mm < a.M) y[(size_t)mm * a.ldy + nn] = from_float<T>(v[e] + (bias ? to_float<T>(bias[nn]) : 0.f));
+          }
+        }
+        cluster_sync();  // peers may not exit while their shared memory is being read
+        return;
+      }
+#else
       if (split > 1) {
         // Partial tile in fragment order: each thread owns kMT*kNT float4s, contiguous per thread
         // group, so both the write and the read-back are coalesced 16-byte accesses.
@@ -250,6 +328,7 @@ struct SpmmKernel {
             acc[mt][nt][0] = sum.x; acc[mt][nt][1] = sum.y; acc[mt][nt][2] = sum.z; acc[mt][nt][3] = sum.w;
           }
       }
+#endif
     }
 
     // Epilogue. Accumulator element (mt, nt, v): weight row g (+8 for v >= 2), token 2q (+1 for
@@ -283,6 +362,25 @@ __global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const SpmmArgs a) {
 #endif
 }
 
+// SASS version the runtime picked for `kernel` on the current device (cached per device): tells
+// whether the split-K reduction runs through clusters (sm_90 code) or the global workspace.
+template <typename F>
+int binary_version(F kernel) {
+  static int cache[64] = {};
+  int dev = 0;
+  cudaGetDevice(&dev);
+  if (dev < 64 && cache[dev]) return cache[dev];
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) return 0;
+  if (dev < 64) cache[dev] = attr.binaryVersion;
+  return attr.binaryVersion;
+}
+
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+bool uses_cluster_typed() {
+  return SPLIT && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SPLIT>) >= 90;
+}
+
 template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
 int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   using K = SpmmKernel<T, BM, BN, BK, WN, WM, ST, SPLIT>;
@@ -292,8 +390,25 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::kSmemBytes);
   if (err != cudaSuccess) return (int)err;
   const int split = SPLIT ? a.split_k : 1;
-  dim3 grid((unsigned)((a.N / BN) * split), (unsigned)((a.M + BM - 1) / BM));
-  kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(a);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3((unsigned)((a.N / BN) * split), (unsigned)((a.M + BM - 1) / BM));
+  cfg.blockDim = dim3(K::kThreads);
+  cfg.dynamicSmemBytes = K::kSmemBytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SPLIT>()) {
+    if (split > 8) return (int)cudaErrorInvalidClusterSize;  // portable cluster size
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)split;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  } else if (split > 1 && (a.workspace == nullptr || a.counters == nullptr)) {
+    return (int)cudaErrorInvalidValue;  // the caller must provide the split-K workspace here
+  }
+  err = cudaLaunchKernelEx(&cfg, kernel, a);
+  if (err != cudaSuccess) return (int)err;
   return (int)cudaGetLastError();
 }
 
@@ -302,6 +417,12 @@ int launch_instance(const SpmmArgs& a, DType dt, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   if (dt == DType::BF16) return launch_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SPLIT>(a, s);
   return launch_typed<__half, BM, BN, BK, WN, WM, ST, SPLIT>(a, s);
+}
+
+template <int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+bool instance_uses_cluster(DType dt) {
+  if (dt == DType::BF16) return uses_cluster_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SPLIT>();
+  return uses_cluster_typed<__half, BM, BN, BK, WN, WM, ST, SPLIT>();
 }
 
 }  // namespace stoicc
