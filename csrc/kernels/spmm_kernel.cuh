@@ -88,9 +88,6 @@ struct SpmmKernel {
     const uint8_t* __restrict__ s_meta = reinterpret_cast<const uint8_t*>(a.s_meta);
     const uint8_t* __restrict__ d_vals = static_cast<const uint8_t*>(a.d_vals);
     const uint64_t policy = evict_first_policy();  // weights: read once per call
-#ifdef STOICC_BULK_COPY
-    const uint64_t x_policy = evict_last_policy();  // X: re-read by every CTA
-#endif
 
 #ifdef STOICC_BULK_COPY
     __shared__ __align__(8) uint64_t full_bar[STAGES];
@@ -114,23 +111,17 @@ struct SpmmKernel {
       const uint8_t* gv = sparse ? s_vals + (size_t)t * kSparseValBytes : d_vals + (size_t)t * kWBytes;
       const T* gx = x + (size_t)m0 * a.ldx + (size_t)kt * BK;
 #ifdef STOICC_BULK_COPY
-      // Warp 0 issues everything: lane 0 the weight tile (values, metadata), each lane some X rows.
-      // Rows of X past M are not copied: they only feed output columns that are never stored.
-      if (warp == 0) {
-        const uint32_t wbytes = sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes;
-        if (lane == 0) {
-          mbar_expect_tx(&full_bar[slot], wbytes + (uint32_t)rows_valid * (2 * BK));
-          if (sparse) {
-            bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
-            bulk_g2s(sw + kSparseValBytes, s_meta + (size_t)t * kSparseMetaBytes, kSparseMetaBytes, &full_bar[slot],
-                     policy);
-          } else {
-            bulk_g2s(sw, gv, kWBytes, &full_bar[slot], policy);
-          }
+      // The weight tile is one contiguous block: one thread moves it with one or two bulk copies
+      // completed on the slot's mbarrier.
+      if (tid == 0) {
+        mbar_expect_tx(&full_bar[slot], sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes);
+        if (sparse) {
+          bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
+          bulk_g2s(sw + kSparseValBytes, s_meta + (size_t)t * kSparseMetaBytes, kSparseMetaBytes, &full_bar[slot],
+                   policy);
+        } else {
+          bulk_g2s(sw, gv, kWBytes, &full_bar[slot], policy);
         }
-        __syncwarp();
-        for (int r = lane; r < rows_valid; r += 32)
-          bulk_g2s(sx + r * kXRowBytes, gx + (size_t)r * a.ldx, 2 * BK, &full_bar[slot], x_policy);
       }
 #else
       const int wbytes = sparse ? kSparseValBytes : kWBytes;
@@ -142,13 +133,16 @@ struct SpmmKernel {
         for (int c = tid; c < kSparseMetaBytes / 16; c += kThreads)
           cp_async16_stream(sw + kSparseValBytes + c * 16, gm + c * 16, policy);
       }
+#endif
+      // The X slice (BM rows of BK, L2-resident: every CTA reads X) goes by 16-byte cp.async from
+      // all threads on both paths: as bulk copies its many small rows would queue behind each
+      // other in the SM's copy engine. Rows past M are zero-filled.
 #pragma unroll
       for (int c = tid; c < BM * (BK / 8); c += kThreads) {
         const int r = c / (BK / 8), ch = c % (BK / 8);
         const bool ok = r < rows_valid;
         cp_async16(sx + r * kXRowBytes + ch * 16, ok ? gx + (size_t)r * a.ldx + ch * 8 : x, ok ? 16 : 0);
       }
-#endif
     };
 
     float acc[kMT][kNT][4];
@@ -218,15 +212,11 @@ struct SpmmKernel {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
       if (s < n_items) load_item(it0 + s, s);
-#ifndef STOICC_BULK_COPY
       cp_async_commit();
-#endif
     }
     int slot = 0;
     for (int i = 0; i < n_items; ++i) {
-#ifndef STOICC_BULK_COPY
-      cp_async_wait<STAGES - 2>();
-#endif
+      cp_async_wait<STAGES - 2>();  // this thread's X copies of item i landed
       __syncthreads();  // every warp is done with item i-1, so its slot may be refilled
       const int nxt = i + STAGES - 1;
       if (nxt < n_items) {
@@ -234,20 +224,17 @@ struct SpmmKernel {
         if (nslot >= STAGES) nslot -= STAGES;
         load_item(it0 + nxt, nslot);
       }
-#ifdef STOICC_BULK_COPY
-      mbar_wait(&full_bar[slot], (phase_bits >> slot) & 1u);  // item i landed
-      phase_bits ^= 1u << slot;
-#else
       cp_async_commit();
+#ifdef STOICC_BULK_COPY
+      mbar_wait(&full_bar[slot], (phase_bits >> slot) & 1u);  // the weight tile of item i landed
+      phase_bits ^= 1u << slot;
 #endif
       const uint8_t* sw = smem + slot * kStageBytes;
       if (it0 + i < nS) compute_sparse(sw, sw + kWBytes);
       else compute_dense(sw, sw + kWBytes);
       if (++slot == STAGES) slot = 0;
     }
-#ifndef STOICC_BULK_COPY
     cp_async_wait<0>();
-#endif
 
     if constexpr (SPLIT) {
 #ifdef STOICC_BULK_COPY
