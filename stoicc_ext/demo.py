@@ -1,0 +1,261 @@
+"""stoicc on one synthetic PATCH-pruned Llama-2-7B decoder block.
+
+    python -m stoicc_ext.demo [--sparsity {25,35,45}] [--full] [--device cpu|cuda] ...
+
+The seven linear layers of one Llama-2-7B decoder block (q, k, v, o: 4096 x 4096; gate, up:
+11008 x 4096; down: 4096 x 11008, in the nn.Linear [out, in] layout) are pruned PATCH-style
+with ``stoicc_ext.synthetic.random_patch_weight``: every 128 x 128 tile is 2:4 or dense, with a
+2:4-tile fraction f = 2 * sparsity (35 % sparsity: 70 % of the tiles are 2:4). The weights are
+synthetic (random values, random tile placement), not those of a real PATCH checkpoint.
+
+For each layer the demo classifies and compresses the weight (``stoicc_ext.compress(W, 128,
+128)``), reports tile counts and bytes against the dense weight, checks ``stoicc_ext.spmm``
+against a float32 ``x @ W.T``, and on a GPU times stoicc against dense
+``torch.nn.functional.linear`` (cuBLAS) at M = 16 (decode) and M = 2048 (prefill) with the
+protocol of ``stoicc_ext.timing`` (weights rotated past the L2, CUDA graph, median).
+
+Without a GPU it checks correctness and memory only, on the same layers scaled down by 8
+(512 x 512, 1408 x 512, 512 x 1408) unless ``--full`` is given. The exit status is 0 when every
+check passes, 1 when one fails, 2 when the compiled extension is missing.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import stoicc_ext
+from stoicc_ext.synthetic import random_patch_weight
+
+# Llama-2-7B: hidden 4096, intermediate 11008; nn.Linear weights are [out_features, in_features].
+LLAMA2_7B_BLOCK = (
+    ("q_proj", 4096, 4096), ("k_proj", 4096, 4096), ("v_proj", 4096, 4096), ("o_proj", 4096, 4096),
+    ("gate_proj", 11008, 4096), ("up_proj", 11008, 4096), ("down_proj", 4096, 11008),
+)
+# The same block scaled down by 8 for CPU runs (11008 / 8 = 1376 is not a multiple of 128,
+# so the intermediate size becomes 1408 = 11 * 128).
+SMALL_BLOCK = (
+    ("q_proj", 512, 512), ("k_proj", 512, 512), ("v_proj", 512, 512), ("o_proj", 512, 512),
+    ("gate_proj", 1408, 512), ("up_proj", 1408, 512), ("down_proj", 512, 1408),
+)
+SPARSITIES = (25, 35, 45)
+DECODE_M, PREFILL_M = 16, 2048
+CPU_M = 4
+# Max |y - ref| / max |ref| allowed: the output rounding (2^-11 for fp16, 2^-8 for bf16,
+# relative) plus fp32-accumulation noise, with room to spare; a wrong tile is far above it.
+TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 1.6e-2}
+DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m stoicc_ext.demo",
+        description="stoicc on the 7 linear layers of one synthetic PATCH-pruned Llama-2-7B decoder "
+                    "block: compression, correctness against a float32 reference and, on a GPU, "
+                    "speed against dense cuBLAS (torch.nn.functional.linear).")
+    p.add_argument("--sparsity", type=int, choices=SPARSITIES, default=35,
+                   help="PATCH sparsity target in percent; the 2:4-tile fraction is twice it "
+                        "(default: 35, i.e. 70%% of the tiles are 2:4)")
+    p.add_argument("--full", action="store_true",
+                   help="full Llama-2-7B shapes on the CPU too (default on a GPU; on the CPU the "
+                        "default is the block scaled down by 8)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda[:i] (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="float16", choices=sorted(DTYPES),
+                   help="weight and activation dtype (default: float16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and inputs (default: 0)")
+    p.add_argument("--tokens", default=None,
+                   help=f"comma list of M (tokens per call) to check and, on a GPU, time "
+                        f"(default: {DECODE_M},{PREFILL_M} on a GPU, {CPU_M} on the CPU)")
+    p.add_argument("--repeats", type=int, default=20, help="timed CUDA-graph replays per measurement (default: 20)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
+    args = p.parse_args(argv)
+    args.dtype = DTYPES[args.dtype]
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(args.device)
+    if dev.type not in ("cpu", "cuda"):
+        p.error(f"--device {args.device}: only cpu and cuda are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device")
+    args.device = dev
+    if args.tokens is None:
+        args.tokens = [DECODE_M, PREFILL_M] if dev.type == "cuda" else [CPU_M]
+    else:
+        try:
+            args.tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
+        except ValueError:
+            p.error(f"--tokens {args.tokens!r}: expected a comma list of integers")
+        if not args.tokens or min(args.tokens) < 1:
+            p.error("--tokens: need at least one M >= 1")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    return args
+
+
+def _fmt_bytes(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _phase(M):
+    return "decode" if M <= 64 else "prefill"
+
+
+def check_layer(x, W, Wc, tol):
+    """Max |spmm - ref| / max |ref| with ref = float32 x @ W.T; NaN in the output fails."""
+    y = stoicc_ext.spmm(x, Wc)
+    ref = x.float() @ W.float().T
+    scale = ref.abs().max().item()
+    err = (y.float() - ref).abs().max().item()
+    rel = err / scale if scale > 0 else err
+    ok = bool(torch.isfinite(y).all().item()) and rel <= tol
+    return rel, ok
+
+
+def time_layer(W, Wc, M, dtype, device, repeats, gen):
+    """(stoicc_ms, dense_ms) per call, each over its own rotated weight copies (stoicc_ext.timing)."""
+    from stoicc_ext.timing import copies_for, time_graph
+
+    x = torch.randn(M, W.shape[1], generator=gen).to(dtype).to(device)
+    R = copies_for(min(Wc.nbytes, W.numel() * W.element_size()))
+    Wcs = [Wc] + [type(Wc)([t.clone() for t in Wc], **Wc._kwargs()) for _ in range(R - 1)]
+    Ws = [W] + [W.clone() for _ in range(R - 1)]
+    t_stoicc = time_graph(lambda w: stoicc_ext.spmm(x, w), [(w,) for w in Wcs], repeats=repeats)
+    t_dense = time_graph(lambda w: F.linear(x, w), [(w,) for w in Ws], repeats=repeats)
+    del Wcs, Ws
+    return t_stoicc, t_dense
+
+
+def geomean(xs):
+    xs = [v for v in xs if v and v > 0]
+    return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else None
+
+
+def run(args):
+    dev, dtype = args.device, args.dtype
+    on_gpu = dev.type == "cuda"
+    frac = 2 * args.sparsity / 100
+    shapes = LLAMA2_7B_BLOCK if (on_gpu or args.full) else SMALL_BLOCK
+    tol = TOLERANCE[dtype]
+    dname = str(dtype).replace("torch.", "")
+
+    print(f"stoicc {stoicc_ext.__version__} demo: one synthetic PATCH-pruned Llama-2-7B decoder block "
+          f"({'full shapes' if shapes is LLAMA2_7B_BLOCK else 'shapes scaled down by 8'}), "
+          f"{args.sparsity}% sparsity = {frac:.0%} of the 128x128 tiles 2:4, the rest dense; {dname}, seed {args.seed}")
+    gpu_name = None
+    if on_gpu:
+        props = torch.cuda.get_device_properties(dev)
+        gpu_name = props.name
+        print(f"device: {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}; "
+              f"timing M = {', '.join(map(str, args.tokens))} against dense torch.nn.functional.linear (cuBLAS)")
+    else:
+        print(f"device: cpu, torch {torch.__version__}")
+        print("no CUDA device: checking correctness and memory only; timings need a GPU")
+    if not stoicc_ext.extension_loaded:
+        print(f"error: the compiled extension is not available ({stoicc_ext.extension_error}); "
+              f"build it with: bash scripts/setup_env.sh", file=sys.stderr)
+        return 2, None
+    print(f"check: max|spmm - ref| / max|ref| <= {tol:g}, ref = float32 x @ W.T, M = "
+          f"{', '.join(map(str, args.tokens))}")
+    print()
+
+    if on_gpu:
+        torch.cuda.set_device(dev)
+    rows = []
+    t_start = time.time()
+    for i, (name, N, K) in enumerate(shapes):
+        gen = torch.Generator().manual_seed(args.seed * 1000 + i)
+        W, _ = random_patch_weight(N, K, frac, dtype=dtype, device=dev, generator=gen)
+        t0 = time.perf_counter()
+        Wc = stoicc_ext.compress(W, 128, 128)
+        if on_gpu:
+            torch.cuda.synchronize(dev)
+        t_compress = time.perf_counter() - t0
+        row = dict(layer=name, N=N, K=K, tiles_sparse_24=Wc.num_sparse_tiles, tiles_dense=Wc.num_dense_tiles,
+                   tiles_empty=Wc.num_empty_tiles, bytes_dense=Wc.dense_nbytes, bytes_compressed=Wc.nbytes,
+                   ratio=Wc.nbytes / Wc.dense_nbytes, compress_s=t_compress, checks=[], timings=[])
+        for M in args.tokens:
+            x = torch.randn(M, K, generator=gen).to(dtype).to(dev)
+            rel, ok = check_layer(x, W, Wc, tol)
+            row["checks"].append(dict(M=M, rel_err=rel, ok=ok))
+        row["ok"] = all(c["ok"] for c in row["checks"])
+        if on_gpu:
+            for M in args.tokens:
+                ts, td = time_layer(W, Wc, M, dtype, dev, args.repeats, gen)
+                row["timings"].append(dict(M=M, phase=_phase(M), stoicc_ms=ts, dense_ms=td, speedup=td / ts,
+                                           weight_TBps=Wc.nbytes / (ts * 1e-3) / 1e12))
+        rows.append(row)
+        worst = max(c["rel_err"] for c in row["checks"])
+        line = (f"{name:<9} {N:>5}x{K:<5} tiles 2:4/dense/empty {row['tiles_sparse_24']:>4}/{row['tiles_dense']:>4}/"
+                f"{row['tiles_empty']:<3} {_fmt_bytes(row['bytes_dense']):>9} -> {_fmt_bytes(row['bytes_compressed']):>9} "
+                f"({row['ratio']:.3f}x)  err {worst:.1e} {'PASS' if row['ok'] else 'FAIL'}")
+        for t in row["timings"]:
+            line += f"  M={t['M']}: {t['stoicc_ms'] * 1e3:.0f} vs {t['dense_ms'] * 1e3:.0f} us ({t['speedup']:.2f}x)"
+        print(line, flush=True)
+        del W, Wc
+        if on_gpu:
+            torch.cuda.empty_cache()
+    elapsed = time.time() - t_start
+
+    # ---- final table and summary
+    print()
+    hdr = f"{'layer':<9} {'N x K':>11} {'2:4':>5} {'dense':>5} {'empty':>5} {'MiB dense':>9} {'MiB stoicc':>10} {'ratio':>6} {'rel err':>8} {'check':>5}"
+    for M in (args.tokens if on_gpu else []):
+        hdr += f" {'x M=' + str(M):>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        line = (f"{r['layer']:<9} {str(r['N']) + 'x' + str(r['K']):>11} {r['tiles_sparse_24']:>5} {r['tiles_dense']:>5} "
+                f"{r['tiles_empty']:>5} {r['bytes_dense'] / 2**20:>9.2f} {r['bytes_compressed'] / 2**20:>10.2f} "
+                f"{r['ratio']:>6.3f} {max(c['rel_err'] for c in r['checks']):>8.1e} {'PASS' if r['ok'] else 'FAIL':>5}")
+        for t in r["timings"]:
+            line += f" {t['speedup']:>8.2f}x"
+        print(line)
+    total_dense = sum(r["bytes_dense"] for r in rows)
+    total_c = sum(r["bytes_compressed"] for r in rows)
+    n_fail = sum(not r["ok"] for r in rows)
+    summary = dict(bytes_dense=total_dense, bytes_compressed=total_c, ratio=total_c / total_dense,
+                   layers=len(rows), failed=n_fail, elapsed_s=elapsed)
+    print("-" * len(hdr))
+    line = (f"block: weights {_fmt_bytes(total_c)} vs {_fmt_bytes(total_dense)} dense ({total_c / total_dense:.3f}x); "
+            f"correctness {len(rows) - n_fail}/{len(rows)} layers PASS")
+    if on_gpu:
+        for M in args.tokens:
+            g = geomean([t["speedup"] for r in rows for t in r["timings"] if t["M"] == M])
+            summary[f"speedup_geomean_M{M}"] = g
+            line += f"; {_phase(M)} M={M} speedup vs cuBLAS (geomean) {g:.2f}x"
+    else:
+        line += "; speed: needs a GPU (run on a CUDA machine for decode/prefill timings)"
+    print(line)
+
+    if args.json:
+        result = dict(
+            tool="stoicc_ext.demo", stoicc_version=stoicc_ext.__version__, torch_version=torch.__version__,
+            python=platform.python_version(), device=str(dev), gpu=gpu_name, dtype=dname,
+            sparsity_percent=args.sparsity, sparse_24_tile_fraction=frac,
+            shapes="llama2-7b" if shapes is LLAMA2_7B_BLOCK else "llama2-7b/8", tokens=args.tokens,
+            tolerance=tol, seed=args.seed, timing=("stoicc_ext.timing.time_graph (CUDA graph, rotated weights, "
+                                                   f"median of {args.repeats})") if on_gpu else None,
+            layers=rows, summary=summary)
+        d = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(d, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"results written to {args.json}")
+    return (1 if n_fail else 0), summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rc, _ = run(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
