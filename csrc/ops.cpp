@@ -76,6 +76,7 @@ Tensor check_args(const Tensor& x, const Compressed& w, const std::optional<Tens
   CHECK_ARG(N % block_n == 0, "N=", N, " is not a multiple of block_n=", block_n, " (stoicc does not pad)");
   CHECK_ARG(K % block_k == 0, "K=", K, " is not a multiple of block_k=", block_k, " (stoicc does not pad)");
   CHECK_ARG(N < (1LL << 31) && K < (1LL << 31), "N and K must fit in int32");
+  CHECK_ARG(K / block_k <= 512, "K=", K, " has more than 512 tiles of ", block_k, " per row (kernel limit)");
   CHECK_ARG(x.size(1) == K, "x has ", x.size(1), " columns but the weight has K=", K);
   CHECK_ARG(x.size(0) < (1LL << 31), "M must fit in int32");
   const int64_t TR = N / block_n;
