@@ -84,6 +84,8 @@ def parse_args(argv=None):
         p.error(f"--device {args.device}: only cpu and cuda are supported")
     if dev.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device}: torch sees no CUDA device")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     args.device = dev
     if args.tokens is None:
         args.tokens = [DECODE_M, PREFILL_M] if dev.type == "cuda" else [CPU_M]
