@@ -67,6 +67,10 @@ def candidates(M, N, K, bn, bk, sms):
         if e["schedule"] == "sequential":
             out.append((e["index"], 1))
             continue
+        if e["schedule"] == "stream_k":
+            # G: one CTA per resident slot (0 = auto), or whole multiples of the SM count
+            out += [(e["index"], g) for g in (0, sms, 2 * sms, 3 * sms)]
+            continue
         for s in SPLITS:
             if s > 1 and (tiles * s > 8 * sms or s > K // bk or (s > 8 and HOPPER)):
                 continue
@@ -97,6 +101,8 @@ def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15):
                 x, *w, None, N, K, bn, bk, i, s), [(w,) for w in Wcs], repeats=repeats)
             if best is None or ms < best[0]:
                 best = (ms, torch.ops.stoicc.instance_name(inst), split, (bn, bk), Wc.nbytes)
+            if split == 0:  # report the G the op picked
+                split = -1
             if VERBOSE:
                 print(f"    {bn}x{bk} {torch.ops.stoicc.instance_name(inst)} split {split}: {ms * 1e3:.1f} us",
                       flush=True)

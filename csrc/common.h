@@ -28,7 +28,8 @@ struct SpmmArgs {
   int32_t* counters;        // split-K arrival counters, zero before the launch, zero after it
   int M, N, K;
   int n_sparse, n_dense;    // total stored tiles: every index read is clamped to these
-  int split_k;              // CTAs per tile row (1 for the sequential schedule)
+  int split_k;              // split_k: CTAs per tile row; stream_k: CTAs per token block (G)
+  int max_contrib;          // stream_k: partials the workspace holds per tile row
 };
 
 // One compiled kernel instance (a row of the generated registry / manifest).
@@ -37,7 +38,7 @@ struct InstanceInfo {
   int block_m, block_n, block_k;
   int warps_n, warps_m;     // warp grid inside the CTA
   int stages;               // cp.async pipeline depth
-  bool split_k;             // schedule: false = sequential, true = split_k
+  int schedule;             // 0 sequential, 1 split_k, 2 stream_k (kernels/spmm_kernel.cuh)
   int min_sm;               // lowest compute capability (major*10+minor) it runs on
   // Launches on `stream` (a cudaStream_t). Returns 0 or a cudaError_t value.
   int (*launch)(const SpmmArgs&, DType, void* stream);
@@ -52,14 +53,27 @@ extern const InstanceInfo kInstances[];
 extern const int kNumInstances;
 extern const uint64_t kManifestHash;
 
-// fp32 elements of split-K workspace and int32 counters an instance needs for one call.
-inline size_t workspace_floats(const InstanceInfo& in, int M, int N, int split_k) {
-  if (!in.split_k) return 0;
+enum ScheduleId : int { kScheduleSequential = 0, kScheduleSplitK = 1, kScheduleStreamK = 2 };
+
+// stream_k: how many partials one tile row can receive (its cost over the smallest CTA share,
+// plus the two partly covered ends). n_sparse / n_dense are the stored tile counts.
+inline int stream_k_max_contrib(int K, int block_k, int G, int64_t n_sparse, int64_t n_dense) {
+  const int64_t total = 9 * n_sparse + 16 * n_dense;
+  if (total <= 0 || G <= 1) return 1;
+  const int64_t row_max = 16LL * (K / block_k);
+  return (int)((row_max * G + total - 1) / total + 2);
+}
+
+// fp32 elements of workspace and int32 counters an instance needs for one call (0 when the
+// reduction needs none: sequential, or split_k reduced in a cluster on sm_90).
+inline size_t workspace_floats(const InstanceInfo& in, int M, int N, int split_k, int max_contrib) {
+  if (in.schedule == kScheduleSequential || split_k <= 1) return 0;
+  const size_t per_row = in.schedule == kScheduleSplitK ? (size_t)split_k : (size_t)max_contrib;
   size_t mt = (size_t)((M + in.block_m - 1) / in.block_m);
-  return mt * (size_t)(N / in.block_n) * (size_t)split_k * (size_t)in.block_n * in.block_m;
+  return mt * (size_t)(N / in.block_n) * per_row * (size_t)in.block_n * in.block_m;
 }
 inline size_t counter_ints(const InstanceInfo& in, int M, int N) {
-  if (!in.split_k) return 0;
+  if (in.schedule == kScheduleSequential) return 0;
   return (size_t)((M + in.block_m - 1) / in.block_m) * (size_t)(N / in.block_n);
 }
 

@@ -17,6 +17,7 @@ struct DeviceProps {
   int sm_count = 0;
   int cc = 0;              // major*10 + minor
   int max_smem_optin = 0;  // bytes of dynamic shared memory a CTA may opt in to
+  int max_smem_per_sm = 0;
 };
 DeviceProps device_props(int device);
 
@@ -25,10 +26,15 @@ std::string check_instance(int instance, int block_n, int block_k, int split_k, 
 
 // The built-in heuristic (used when no instance is forced, e.g. during CUDA-graph capture
 // without a tuned choice): token block by M, a compiled instance for the compressed tile shape,
-// and enough split-K CTAs for about two waves.
-Choice default_choice(int M, int N, int K, int block_n, int block_k, const DeviceProps& p);
+// stream_k at decode sizes with one CTA per resident slot.
+Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_sparse, int64_t n_dense,
+                      const DeviceProps& p);
 
-// Fills split_k for a forced instance when the caller passed split_k <= 0 (auto).
-int auto_split(const InstanceInfo& in, int M, int N, int K, const DeviceProps& p);
+// split_k for a forced instance when the caller passed split_k <= 0 (auto): split count for
+// split_k, number of CTAs (G) for stream_k.
+int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, int64_t n_dense, const DeviceProps& p);
+
+// The largest stream_k G this weight allows (each CTA must own >= one dense tile of cost).
+int stream_k_max_ctas(int64_t n_sparse, int64_t n_dense);
 
 }  // namespace stoicc

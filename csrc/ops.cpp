@@ -166,29 +166,40 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   Tensor y = torch::stable::empty({M, N}, x.scalar_type(), std::nullopt, x.device());
   if (M == 0) return y;
 
+  const int64_t nS = w.s_cols.numel(), nD = w.d_cols.numel();
   int inst = (int)instance, split = (int)split_k;
   if (inst < 0) {
-    Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, props);
+    Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, nS, nD, props);
     STD_TORCH_CHECK(c.instance >= 0, "stoicc.spmm: no compiled instance runs ", block_n, "x", block_k,
                     " tiles on this GPU (compute capability ", props.cc, ")");
     inst = c.instance;
     if (split <= 0) split = c.split_k;
   } else if (split <= 0 && inst < kNumInstances) {
-    split = auto_split(kInstances[inst], (int)M, (int)N, (int)K, props);
+    split = auto_split(kInstances[inst], (int)M, (int)N, (int)K, nS, nD, props);
   }
   const std::string bad = check_instance(inst, (int)block_n, (int)block_k, split, props);
   STD_TORCH_CHECK(bad.empty(), "stoicc.spmm: ", bad);
   const InstanceInfo& in = kInstances[inst];
+  int max_contrib = 1;
+  if (in.schedule == kScheduleStreamK) {
+    STD_TORCH_CHECK(split <= stream_k_max_ctas(nS, nD), "stoicc.spmm: stream_k with ", split,
+                    " CTAs needs at least one dense tile of work per CTA; this weight allows at most ",
+                    stream_k_max_ctas(nS, nD));
+    STD_TORCH_CHECK((N / block_n + 1) * 4 <= (int64_t)in.smem_bytes, "stoicc.spmm: too many tile rows for ",
+                    in.name);
+    max_contrib = stream_k_max_contrib((int)K, (int)block_k, split, nS, nD);
+  }
 
   SpmmArgs a = make_args(x, w, bias, y, N, K);
   a.split_k = split;
+  a.max_contrib = max_contrib;
   // Workspace and counters come from torch's caching allocator (graph-capture safe). The
   // counters start at zero here and the kernel leaves them at zero.
   Tensor ws, counters;
   const DType dtype = x.scalar_type() == ScalarType::BFloat16 ? DType::BF16 : DType::F16;
-  if (in.split_k && split > 1 && !in.uses_cluster(dtype)) {
-    ws = torch::stable::empty({(int64_t)workspace_floats(in, (int)M, (int)N, split)}, ScalarType::Float,
-                              std::nullopt, x.device());
+  const size_t ws_floats = in.uses_cluster(dtype) ? 0 : workspace_floats(in, (int)M, (int)N, split, max_contrib);
+  if (ws_floats > 0) {
+    ws = torch::stable::empty({(int64_t)ws_floats}, ScalarType::Float, std::nullopt, x.device());
     counters = torch::stable::new_zeros(x, {(int64_t)counter_ints(in, (int)M, (int)N)}, ScalarType::Int);
     a.workspace = static_cast<float*>(ws.data_ptr());
     a.counters = static_cast<int32_t*>(counters.data_ptr());
@@ -207,7 +218,7 @@ int64_t num_instances() { return kNumInstances; }
 std::vector<int64_t> instance_info(int64_t i) {
   STD_TORCH_CHECK(i >= 0 && i < kNumInstances, "stoicc.instance_info: no instance ", i);
   const InstanceInfo& in = kInstances[i];
-  return {in.block_m, in.block_n, in.block_k, in.warps_n, in.warps_m, in.stages, in.split_k ? 1 : 0, in.min_sm,
+  return {in.block_m, in.block_n, in.block_k, in.warps_n, in.warps_m, in.stages, in.schedule, in.min_sm,
           (int64_t)in.smem_bytes, in.launch != nullptr ? 1 : 0};
 }
 
@@ -219,10 +230,12 @@ std::string instance_name(int64_t i) {
 int64_t manifest_hash() { return (int64_t)(kManifestHash & 0x7fffffffffffffffULL); }
 
 // [instance, split_k] that the built-in heuristic picks on the current device.
-std::vector<int64_t> default_config(int64_t M, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+std::vector<int64_t> default_config(int64_t M, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
+                                    int64_t n_sparse, int64_t n_dense) {
   int device = 0;
   cudaGetDevice(&device);
-  Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, device_props(device));
+  Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, n_sparse, n_dense,
+                            device_props(device));
   return {c.instance, c.split_k};
 }
 
@@ -237,14 +250,15 @@ STABLE_TORCH_LIBRARY(stoicc, m) {
       "int block_k, int instance=-1, int split_k=0) -> Tensor");
   // Number of compiled kernel instances.
   m.def("num_instances() -> int");
-  // [block_m, block_n, block_k, warps_n, warps_m, stages, split_k, min_sm, smem_bytes, compiled] of an instance.
+  // [block_m, block_n, block_k, warps_n, warps_m, stages, schedule (0 seq, 1 split_k, 2 stream_k), min_sm,
+  //  smem_bytes, compiled] of an instance.
   m.def("instance_info(int index) -> int[]");
   // Parameter-spelled name of an instance (the manifest key).
   m.def("instance_name(int index) -> str");
   // Hash of the instance list this binary was generated from (must match instances.json).
   m.def("manifest_hash() -> int");
   // [instance, split_k] the built-in heuristic picks for this problem on the current device.
-  m.def("default_config(int M, int N, int K, int block_n, int block_k) -> int[]");
+  m.def("default_config(int M, int N, int K, int block_n, int block_k, int n_sparse, int n_dense) -> int[]");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(stoicc, CPU, m) { m.impl("spmm", TORCH_BOX(&stoicc::spmm_cpu_impl)); }

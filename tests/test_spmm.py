@@ -76,7 +76,7 @@ def test_every_instance(dtype, bn, bk):
     for inst, M in itertools.product(insts, [1, 16, 17, 64, 130]):
         x = torch.randn(M, K, generator=g).to(dtype).cuda()
         ref = reference(x, W, bias)
-        splits = [1, 3, 7] if inst["schedule"] == "split_k" else [1]
+        splits = {"split_k": [1, 3, 7], "stream_k": [1, 2, 5, 0], "sequential": [1]}[inst["schedule"]]
         for s in splits:
             poison_allocator("cuda", M * N * 2)
             y = stoicc_ext.spmm(x, Wc, bias, instance=inst["index"], split_k=s)
@@ -98,13 +98,14 @@ def test_prefill_m2048(dtype):
 
 @needs_cuda
 @pytest.mark.gpu
-def test_split_k_is_deterministic_and_graph_safe():
-    """Split-K sums partials in split order (bitwise repeatable) and its counters reset
-    themselves, so capture + many replays give the same bits as eager."""
+@pytest.mark.parametrize("schedule", ["split_k", "stream_k"])
+def test_split_schedules_are_deterministic_and_graph_safe(schedule):
+    """Split-K / stream-K sum partials in a fixed order (bitwise repeatable) and their counters
+    reset themselves, so capture + many replays give the same bits as eager."""
     N, K, M = 1024, 2048, 16
     W, g = make_case(N, K, 0.5, torch.float16, "cuda", seed=5)
     Wc = stoicc_ext.compress(W, 128, 128)
-    inst = next(e for e in instances_for(128, 128) if e["schedule"] == "split_k")
+    inst = next(e for e in instances_for(128, 128) if e["schedule"] == schedule)
     x = torch.randn(M, K, generator=g).half().cuda()
     y0 = stoicc_ext.spmm(x, Wc, instance=inst["index"], split_k=8)
     for _ in range(3):
@@ -122,6 +123,31 @@ def test_split_k_is_deterministic_and_graph_safe():
         torch.cuda.synchronize()
         assert torch.equal(y_g, y0)
     assert_matches(y0, reference(x, W), torch.float16)
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stream_k_uneven_rows(dtype):
+    """Stream-K ranges cross rows of very different cost: empty rows, 2:4-only rows, dense-only
+    rows, one-tile rows; every G from 1 to the maximum."""
+    N, K = 1024, 1024
+    W, g = make_case(N, K, 0.5, dtype, "cuda", seed=21, empty=0.3)
+    W[128:256] = 0                     # an empty tile row
+    W[256:384, 128:] = 0               # a row with one tile
+    bias = torch.randn(N, generator=g).to(dtype).cuda()
+    x = torch.randn(16, K, generator=g).to(dtype).cuda()
+    ref = reference(x, W, bias)
+    for bn, bk in BLOCKS:
+        Wc = stoicc_ext.compress(W, bn, bk)
+        for inst in (e for e in instances_for(bn, bk) if e["schedule"] == "stream_k"):
+            cost = 9 * Wc.num_sparse_tiles + 16 * Wc.num_dense_tiles
+            for G in sorted({1, 2, 3, 7, 13, 64, max(1, cost // 16)}):
+                if G > cost // 16 and G > 1:
+                    continue
+                poison_allocator("cuda", 16 * N * 2)
+                y = stoicc_ext.spmm(x, Wc, bias, instance=inst["index"], split_k=G)
+                assert_matches(y, ref, dtype, f"{inst['name']} G={G}")
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -124,3 +124,7 @@ def test_bad_instance():
                and e["BLOCK_K"] == 128)
     with pytest.raises(RuntimeError, match="sequential schedule"):
         call(x, Wc, instance=seq["index"], split_k=4)
+    sk = next(e for e in stoicc_ext.list_instances() if e["schedule"] == "stream_k" and e["BLOCK_N"] == 128
+              and e["BLOCK_K"] == 128)
+    with pytest.raises(RuntimeError, match="at least one dense tile of work per CTA"):
+        call(x, Wc, instance=sk["index"], split_k=10 ** 4)

@@ -8,15 +8,20 @@
 // tiles) and the matching BLOCK_M x BLOCK_K slice of X. 2:4 items go through mma.sp m16n8k32,
 // dense items through mma m16n8k16, into one f32 accumulator.
 //
-// Schedules:
-//   sequential (SPLIT = false): one CTA per (tile row, token block), direct epilogue.
-//   split_k    (SPLIT = true):  `split_k` CTAs share a tile row, each taking a contiguous slice
-//     of its items balanced by bytes (a 2:4 tile costs 9/16 of a dense one). Decode needs this:
-//     N / BLOCK_N tile rows alone are far fewer CTAs than SMs. The partial sums are reduced in
-//     split order (deterministic), on sm_90 through distributed shared memory inside a
-//     thread-block cluster of the split CTAs (split_k <= 8); before sm_90 through an fp32
-//     workspace, where the last CTA to arrive (atomic counter) sums and resets the counter to
-//     zero, keeping the call safe to capture and replay in a CUDA graph.
+// Schedules (SCHED):
+//   sequential: one CTA per (tile row, token block), direct epilogue.
+//   split_k:    `split_k` CTAs share each tile row, each taking a contiguous slice of its items
+//     balanced by bytes (a 2:4 tile costs 9/16 of a dense one). Decode needs this: N / BLOCK_N
+//     tile rows alone are far fewer CTAs than SMs. On sm_90 the split CTAs of a row form one
+//     thread-block cluster and reduce through distributed shared memory (split_k <= 8); before
+//     sm_90 through the fp32 workspace (below).
+//   stream_k:   `split_k` = G CTAs (about one per SM slot) share the whole weight: CTA c takes the
+//     items whose start lies in the c-th G-th of the total byte cost, crossing tile rows. Every SM
+//     streams the same number of bytes whatever the mix of tile types per row. Rows shared by
+//     several CTAs are reduced through the workspace.
+// Workspace reduction: each contributor parks its fp32 partial; the last to arrive (atomic
+// counter) sums them in a fixed order (deterministic), writes Y and resets the counter to zero,
+// which keeps the call safe to capture and replay in a CUDA graph.
 #pragma once
 #include <cstdint>
 
@@ -25,7 +30,10 @@
 
 namespace stoicc {
 
-template <typename T, int BM, int BN, int BK, int WARPS_N, int WARPS_M, int STAGES, bool SPLIT>
+// Schedules (template parameter SCHED).
+enum Schedule : int { kSequential = 0, kSplitK = 1, kStreamK = 2 };
+
+template <typename T, int BM, int BN, int BK, int WARPS_N, int WARPS_M, int STAGES, int SCHED>
 struct SpmmKernel {
   static constexpr int kThreads = WARPS_N * WARPS_M * 32;
   static constexpr int kWarpRows = BN / WARPS_N;   // weight rows per warp
@@ -36,26 +44,33 @@ struct SpmmKernel {
   static constexpr int kSparseValBytes = BN * BK;  // BN*BK/2 values of 2 bytes
   static constexpr int kSparseMetaBytes = BN * BK / 8;
   // X slice rows are padded by 16 bytes: ldmatrix then reads 8 rows from 8 different bank
-  // groups, and each row stays one contiguous copy (a bulk copy cannot swizzle).
+  // groups without a swizzle.
   static constexpr int kXRowBytes = 2 * BK + 16;
   static constexpr int kXBytes = BM * kXRowBytes;
   static constexpr int kStageBytes = kWBytes + kXBytes;
   static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes;
+  static constexpr int kMaxSeg = 16;  // tile-row segments one CTA walks per pass (stream-K)
 
-  static constexpr int kMaxItems = 512;  // K-tiles per row a CTA can walk (K <= 512 * BLOCK_K)
   static_assert(BK % 64 == 0, "BLOCK_K must be a multiple of 64 (one metadata word spans 64 K)");
   static_assert(kWarpRows % 16 == 0 && kMT >= 1, "each warp needs whole m16 blocks");
   static_assert(kWarpCols % 8 == 0 && kNT >= 1, "each warp needs whole n8 blocks");
   static_assert(STAGES >= 2, "pipeline needs at least two stages");
 
-  // Cost-balanced split of a row's items [0, L) (nS 2:4 items first, then nD dense): the first
-  // item index of split s. Monotone in s, bound(0) = 0, bound(split) = L.
-  __device__ static int split_bound(int s, int split, int nS, int nD) {
-    const int64_t total = 9 * (int64_t)nS + 16 * (int64_t)nD;
-    const int64_t t = total * s / split;
-    if (t <= 9 * (int64_t)nS) return (int)((t + 8) / 9);
-    return nS + (int)((t - 9 * (int64_t)nS + 15) / 16);
+  // Items of a tile row are its 2:4 tiles then its dense tiles; a 2:4 tile costs 9, a dense one
+  // 16 (bytes / BN*BK/8). First item whose start cost is >= `target` (cost from the row start).
+  __device__ static int item_at_cost(int64_t target, int nS, int nD) {
+    if (target <= 0) return 0;
+    if (target <= 9 * (int64_t)nS) return (int)((target + 8) / 9);
+    return min(nS + nD, nS + (int)((target - 9 * (int64_t)nS + 15) / 16));
   }
+
+  // A run of items of one tile row that this CTA processes, and how its sum leaves the CTA.
+  struct Segment {
+    int row, s_beg, nS, d_beg, nD;  // the row and its CSR ranges (clamped)
+    int j0, j1;                     // items [j0, j1) of the row
+    int contributors;               // CTAs sharing the row (1: write Y directly)
+    int rank;                       // this CTA's place among them (fixed reduction order)
+  };
 
   __device__ static void run(const SpmmArgs& a) {
     extern __shared__ __align__(128) uint8_t smem[];
@@ -64,42 +79,112 @@ struct SpmmKernel {
     const int warp = tid >> 5;
     const int warp_n = warp % WARPS_N;
     const int warp_m = warp / WARPS_N;
-    const int split = SPLIT ? a.split_k : 1;
-    const int tile_row = blockIdx.x / split;
-    const int split_idx = blockIdx.x - tile_row * split;
-    const int m0 = blockIdx.y * BM;
+    const int m_tile = blockIdx.y;
+    const int m0 = m_tile * BM;
     const int num_ktiles = a.K / BK;
-
-    // Item range of this tile row, every index clamped so that a corrupted tuple cannot make us
-    // read out of bounds (docs/format.md section 2).
-    const int s_beg = min(max(a.s_ptr[tile_row], 0), a.n_sparse);
-    const int s_end = min(max(a.s_ptr[tile_row + 1], s_beg), a.n_sparse);
-    const int d_beg = min(max(a.d_ptr[tile_row], 0), a.n_dense);
-    const int d_end = min(max(a.d_ptr[tile_row + 1], d_beg), a.n_dense);
-    const int nS = s_end - s_beg, nD = d_end - d_beg;
-    int it0 = 0, it1 = nS + nD;
-    if (SPLIT) {
-      it0 = split_bound(split_idx, split, nS, nD);
-      it1 = split_bound(split_idx + 1, split, nS, nD);
-    }
-    const int n_items = min(it1 - it0, kMaxItems);  // host guarantees K / BK <= kMaxItems
-
-    // The K-tile index of every item of this CTA, staged in shared memory once. Reading it from
-    // global memory inside the loop put one dependent load (~0.5 us) before every copy issue and
-    // capped each CTA at about two items per microsecond.
-    __shared__ int item_kt[kMaxItems];
-    for (int i = tid; i < n_items; i += kThreads) {
-      const int it = it0 + i;
-      const int kt = it < nS ? a.s_cols[s_beg + it] : a.d_cols[d_beg + (it - nS)];
-      item_kt[i] = min(max(kt, 0), num_ktiles - 1);
-    }
-    __syncthreads();
+    const int TR = a.N / BN;
+    const int rows_valid = min(BM, a.M - m0);
 
     const T* __restrict__ x = static_cast<const T*>(a.x);
     const uint8_t* __restrict__ s_vals = static_cast<const uint8_t*>(a.s_vals);
     const uint8_t* __restrict__ s_meta = reinterpret_cast<const uint8_t*>(a.s_meta);
     const uint8_t* __restrict__ d_vals = static_cast<const uint8_t*>(a.d_vals);
     const uint64_t policy = evict_first_policy();  // weights: read once per call
+
+    __shared__ Segment segs[kMaxSeg];
+    __shared__ int n_segs;
+    __shared__ int is_last;
+
+    // Row CSR ranges, clamped so that a corrupted tuple cannot make us read out of bounds
+    // (docs/format.md section 2).
+    auto row_info = [&](int r, Segment& g) {
+      g.row = r;
+      g.s_beg = min(max(a.s_ptr[r], 0), a.n_sparse);
+      g.nS = min(max(a.s_ptr[r + 1], g.s_beg), a.n_sparse) - g.s_beg;
+      g.d_beg = min(max(a.d_ptr[r], 0), a.n_dense);
+      g.nD = min(max(a.d_ptr[r + 1], g.d_beg), a.n_dense) - g.d_beg;
+    };
+
+    // ---- Work assignment: the segments of this CTA --------------------------------------------
+    // Stream-K state (cost space): this CTA owns the item starts in [lo, hi).
+    int G = 1, cta = 0;
+    int64_t lo = 0, hi = 0, total = 0;
+    int next_row = 0;  // stream-K: first row not yet turned into segments
+    int* row_cost = reinterpret_cast<int*>(smem);  // stream-K: prefix costs, in the pipeline buffer
+    bool costs_in_smem = true;                     // until the pipeline overwrites them
+    if (SCHED == kStreamK) {
+      G = a.split_k;
+      cta = blockIdx.x;
+      // Prefix cost of every row start, read by all threads at once (one latency, not TR).
+      for (int r = tid; r <= TR; r += kThreads)
+        row_cost[r] = 9 * min(max(a.s_ptr[r], 0), a.n_sparse) + 16 * min(max(a.d_ptr[r], 0), a.n_dense);
+      __syncthreads();
+      total = row_cost[TR];
+      lo = total * cta / G;
+      hi = total * (cta + 1) / G;
+      // First row whose cost range ends at or after lo (binary search in shared memory).
+      int L = 0, H = TR;
+      while (L < H) {
+        const int mid = (L + H) / 2;
+        if (row_cost[mid + 1] >= lo) H = mid; else L = mid + 1;
+      }
+      next_row = L;
+    }
+    // owner(v): the CTA whose cost range holds cost v.
+    auto owner = [&](int64_t v) -> int {
+      if (total <= 0) return 0;
+      const int64_t o = ((v + 1) * G + total - 1) / total - 1;
+      return (int)(o < G - 1 ? o : G - 1);
+    };
+    auto cost_of = [&](int r) -> int64_t {
+      if (costs_in_smem) return row_cost[r];
+      return 9 * (int64_t)min(max(a.s_ptr[r], 0), a.n_sparse) + 16 * (int64_t)min(max(a.d_ptr[r], 0), a.n_dense);
+    };
+
+    // Fills segs[] with the next batch of segments. Returns false when the CTA has no more work.
+    auto plan = [&]() -> bool {
+      if (tid == 0) {
+        int n = 0;
+        if (SCHED == kStreamK) {
+          while (next_row < TR && n < kMaxSeg) {
+            const int r = next_row;
+            const int64_t c0 = cost_of(r), c1 = cost_of(r + 1);
+            const bool last_cta = cta == G - 1;
+            if (c0 > hi || (c0 == hi && !last_cta)) break;
+            ++next_row;
+            Segment g;
+            row_info(r, g);
+            if (c1 == c0) {  // empty row: its owner writes bias (or zeros)
+              if (c0 >= lo) { g.j0 = g.j1 = 0; g.contributors = 1; g.rank = 0; segs[n++] = g; }
+              continue;
+            }
+            g.j0 = item_at_cost(lo - c0, g.nS, g.nD);
+            g.j1 = item_at_cost(min(hi, c1) - c0, g.nS, g.nD);
+            if (g.j0 >= g.j1) continue;  // no item starts here: not a contributor
+            const int first = owner(c0);
+            const int last = owner(c1 - (g.nD > 0 ? 16 : 9));
+            g.contributors = last - first + 1;
+            g.rank = cta - first;
+            segs[n++] = g;
+          }
+        } else if (next_row == 0) {
+          const int split = SCHED == kSplitK ? a.split_k : 1;
+          Segment g;
+          row_info(blockIdx.x / split, g);
+          const int s = blockIdx.x % split;
+          const int64_t cost = 9 * (int64_t)g.nS + 16 * (int64_t)g.nD;
+          g.j0 = item_at_cost(cost * s / split, g.nS, g.nD);
+          g.j1 = item_at_cost(cost * (s + 1) / split, g.nS, g.nD);
+          g.contributors = split;
+          g.rank = s;
+          segs[n++] = g;
+          next_row = 1;
+        }
+        n_segs = n;
+      }
+      __syncthreads();
+      return n_segs > 0;
+    };
 
 #ifdef STOICC_BULK_COPY
     __shared__ __align__(8) uint64_t full_bar[STAGES];
@@ -111,15 +196,15 @@ struct SpmmKernel {
     __syncthreads();
     uint32_t phase_bits = 0;
 #endif
-    const int rows_valid = min(BM, a.M - m0);
 
-    // Start the copies of item `it` (one weight tile + the matching X slice) into slot `slot`.
-    auto load_item = [&](int it, int slot) {
+    // Start the copies of item j of segment g (one weight tile + the matching X slice) into
+    // pipeline slot `slot`.
+    auto load_item = [&](const Segment& g, int j, int slot) {
       uint8_t* sw = smem + slot * kStageBytes;
       uint8_t* sx = sw + kWBytes;
-      const bool sparse = it < nS;
-      const int t = sparse ? s_beg + it : d_beg + (it - nS);
-      const int kt = item_kt[it - it0];
+      const bool sparse = j < g.nS;
+      const int t = sparse ? g.s_beg + j : g.d_beg + (j - g.nS);
+      const int kt = min(max(sparse ? a.s_cols[t] : a.d_cols[t], 0), num_ktiles - 1);
       const uint8_t* gv = sparse ? s_vals + (size_t)t * kSparseValBytes : d_vals + (size_t)t * kWBytes;
       const T* gx = x + (size_t)m0 * a.ldx + (size_t)kt * BK;
 #ifdef STOICC_BULK_COPY
@@ -158,12 +243,15 @@ struct SpmmKernel {
     };
 
     float acc[kMT][kNT][4];
+    auto zero_acc = [&]() {
 #pragma unroll
-    for (int i = 0; i < kMT; ++i)
+      for (int i = 0; i < kMT; ++i)
 #pragma unroll
-      for (int j = 0; j < kNT; ++j)
+        for (int j = 0; j < kNT; ++j)
 #pragma unroll
-        for (int k = 0; k < 4; ++k) acc[i][j][k] = 0.f;
+          for (int k = 0; k < 4; ++k) acc[i][j][k] = 0.f;
+    };
+    zero_acc();
 
     // B fragments (X^T) for a 32-wide K step `ks` of every n8 block of this warp: one ldmatrix.x4
     // per n8 block gives k = 2q.., 2q+8.., 2q+16.., 2q+24.. of token g.
@@ -220,144 +308,160 @@ struct SpmmKernel {
       }
     };
 
-    // Multistage pipeline: STAGES-1 items in flight while one is computed.
+    const T* __restrict__ bias = static_cast<const T*>(a.bias);
+    T* __restrict__ y = static_cast<T*>(a.y);
+    // Writes float4 slot f (fragment order: (warp, mt, nt, lane)) of tile row `row` to Y.
+    auto store_slot = [&](int row, int f, float4 v) {
+      const int fl = f % 32, rest = f / 32, nt = rest % kNT, mt = (rest / kNT) % kMT, w = rest / (kNT * kMT);
+      const int n = row * BN + ((w % WARPS_N) * kMT + mt) * 16 + (fl >> 2);
+      const int m = m0 + (w / WARPS_N) * kWarpCols + nt * 8 + 2 * (fl & 3);
+      const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-      if (s < n_items) load_item(it0 + s, s);
-      cp_async_commit();
-    }
-    int slot = 0;
-    for (int i = 0; i < n_items; ++i) {
-      cp_async_wait<STAGES - 2>();  // this thread's X copies of item i landed
-      __syncthreads();  // every warp is done with item i-1, so its slot may be refilled
-      const int nxt = i + STAGES - 1;
-      if (nxt < n_items) {
-        int nslot = slot + STAGES - 1;
-        if (nslot >= STAGES) nslot -= STAGES;
-        load_item(it0 + nxt, nslot);
+      for (int i = 0; i < 4; ++i) {
+        const int nn = n + 8 * (i >> 1), mm = m + (i & 1);
+        if (mm < a.M) y[(size_t)mm * a.ldy + nn] = from_float<T>(e[i] + (bias ? to_float<T>(bias[nn]) : 0.f));
       }
-      cp_async_commit();
-#ifdef STOICC_BULK_COPY
-      mbar_wait(&full_bar[slot], (phase_bits >> slot) & 1u);  // the weight tile of item i landed
-      phase_bits ^= 1u << slot;
-#endif
-      const uint8_t* sw = smem + slot * kStageBytes;
-      if (it0 + i < nS) compute_sparse(sw, sw + kWBytes);
-      else compute_dense(sw, sw + kWBytes);
-      if (++slot == STAGES) slot = 0;
-    }
-    cp_async_wait<0>();
+    };
+    auto my_slot = [&](int mt, int nt) { return ((warp * kMT + mt) * kNT + nt) * 32 + lane; };
+    auto acc4 = [&](int mt, int nt) { return make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]); };
 
-    if constexpr (SPLIT) {
-#ifdef STOICC_BULK_COPY
-      // Hopper: the split CTAs of a tile row form one thread-block cluster and reduce through
-      // distributed shared memory: no workspace, no counters, no extra graph node. Each CTA
-      // parks its partial in its own shared memory, then sums a 1/split share of the tile over
-      // the cluster in rank order (deterministic) and writes that share of Y.
-      if (split > 1) {
-        __syncthreads();  // the pipeline buffers are free (every item was consumed)
-        float4* part = reinterpret_cast<float4*>(smem);
+    // Sends the accumulator of a finished segment out of the CTA and clears it.
+    auto flush = [&](const Segment& g) {
+      if (g.contributors <= 1) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) store_slot(g.row, my_slot(mt, nt), acc4(mt, nt));
+        zero_acc();
+        return;
+      }
+      // Shared row: park the partial in the fp32 workspace; the last CTA to arrive (atomic
+      // counter) sums all partials in rank order (deterministic), writes Y and resets the counter
+      // to zero (graph replays find it zero again). The workspace holds `max_contrib` partials
+      // per row; ranks past it (only with a corrupted tuple) are dropped, never written.
+      const int max_contrib = SCHED == kSplitK ? a.split_k : a.max_contrib;
+      const size_t row_id = (size_t)m_tile * TR + g.row;
+      float4* ws = reinterpret_cast<float4*>(a.workspace) + row_id * max_contrib * (BN * BM / 4);
+      if (g.rank < max_contrib) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
           for (int nt = 0; nt < kNT; ++nt)
-            part[((warp * kMT + mt) * kNT + nt) * 32 + lane] =
-                make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
+            __stcg(&ws[(size_t)g.rank * (BN * BM / 4) + my_slot(mt, nt)], acc4(mt, nt));
+      }
+      zero_acc();
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) {
+        const int prev = atomicAdd(&a.counters[row_id], 1);
+        is_last = (prev == g.contributors - 1);
+        if (is_last) a.counters[row_id] = 0;
+      }
+      __syncthreads();
+      if (!is_last) return;
+      __threadfence();
+      const int n = min(g.contributors, max_contrib);
+      for (int f = tid; f < BN * BM / 4; f += kThreads) {
+        float4 sum = __ldcg(&ws[f]);
+        for (int r = 1; r < n; ++r) {
+          const float4 p = __ldcg(&ws[(size_t)r * (BN * BM / 4) + f]);
+          sum.x += p.x; sum.y += p.y; sum.z += p.z; sum.w += p.w;
+        }
+        store_slot(g.row, f, sum);
+      }
+    };
+
+    // ---- The pipeline, over the items of all segments of a batch ------------------------------
+    int slot = 0;
+    while (plan()) {
+      const int nseg = n_segs;
+      // Issue cursor (segment, item) and consume cursor walk the same list.
+      int is = 0, ij = segs[0].j0;
+      auto advance = [&](int& s, int& j) {
+        ++j;
+        while (s < nseg && j >= segs[s].j1) {
+          ++s;
+          if (s < nseg) j = segs[s].j0;
+        }
+      };
+      // Skip leading empty segments in the issue cursor.
+      while (is < nseg && ij >= segs[is].j1) { ++is; if (is < nseg) ij = segs[is].j0; }
+      int in_flight = 0;
+#pragma unroll 1
+      for (int s = 0; s < STAGES - 1; ++s) {
+        if (is < nseg) {
+          int ls = slot + s; if (ls >= STAGES) ls -= STAGES;
+          load_item(segs[is], ij, ls);
+          advance(is, ij);
+          ++in_flight;
+        }
+        cp_async_commit();
+      }
+      for (int cs = 0; cs < nseg; ++cs) {
+        const Segment& g = segs[cs];
+        for (int j = g.j0; j < g.j1; ++j) {
+          cp_async_wait<STAGES - 2>();  // this thread's X copies of this item landed
+          __syncthreads();              // every warp is done with the previous item's slot
+          if (is < nseg) {
+            int ls = slot + STAGES - 1; if (ls >= STAGES) ls -= STAGES;
+            load_item(segs[is], ij, ls);
+            advance(is, ij);
+          }
+          cp_async_commit();
+#ifdef STOICC_BULK_COPY
+          mbar_wait(&full_bar[slot], (phase_bits >> slot) & 1u);  // the weight tile landed
+          phase_bits ^= 1u << slot;
+#endif
+          const uint8_t* sw = smem + slot * kStageBytes;
+          if (j < g.nS) compute_sparse(sw, sw + kWBytes);
+          else compute_dense(sw, sw + kWBytes);
+          if (++slot == STAGES) slot = 0;
+        }
+#ifdef STOICC_BULK_COPY
+        if (SCHED == kSplitK && g.contributors > 1) continue;  // reduced in the cluster below
+#endif
+        flush(g);
+      }
+      cp_async_wait<0>();
+      __syncthreads();  // segs[] and the pipeline buffers are reused by the next batch
+      costs_in_smem = false;
+      (void)in_flight;
+    }
+
+#ifdef STOICC_BULK_COPY
+    if constexpr (SCHED == kSplitK) {
+      // Hopper split-K: the split CTAs of a tile row form one thread-block cluster and reduce
+      // through distributed shared memory: no workspace, no counters, no extra graph node. Each
+      // CTA parks its partial in its own shared memory, then sums a 1/split share of the tile over
+      // the cluster in rank order (deterministic) and writes that share of Y.
+      const int split = a.split_k;
+      if (split > 1) {
+        const int row = blockIdx.x / split, rank = blockIdx.x % split;
+        float4* part = reinterpret_cast<float4*>(smem);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) part[my_slot(mt, nt)] = acc4(mt, nt);
         cluster_sync();
-        const T* __restrict__ bias = static_cast<const T*>(a.bias);
-        T* __restrict__ y = static_cast<T*>(a.y);
-        for (int f = split_idx * kThreads + tid; f < BN * BM / 4; f += split * kThreads) {
+        for (int f = rank * kThreads + tid; f < BN * BM / 4; f += split * kThreads) {
           float4 sum = ld_peer_f4(part + f, 0);
           for (int r = 1; r < split; ++r) {
             const float4 p = ld_peer_f4(part + f, r);
             sum.x += p.x; sum.y += p.y; sum.z += p.z; sum.w += p.w;
           }
-          // Slot f -> (warp, mt, nt, lane) -> output coordinates, as in the epilogue below.
-          const int fl = f % 32, rest = f / 32, nt = rest % kNT, mt = (rest / kNT) % kMT, w = rest / (kNT * kMT);
-          const int n = tile_row * BN + ((w % WARPS_N) * kMT + mt) * 16 + (fl >> 2);
-          const int m = m0 + (w / WARPS_N) * kWarpCols + nt * 8 + 2 * (fl & 3);
-          const float v[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int nn = n + 8 * (e >> 1), mm = m + (e & 1);
-            if (mm < a.M) y[(size_t)mm * a.ldy + nn] = from_float<T>(v[e] + (bias ? to_float<T>(bias[nn]) : 0.f));
-          }
+          store_slot(row, f, sum);
         }
         cluster_sync();  // peers may not exit while their shared memory is being read
-        return;
       }
-#else
-      if (split > 1) {
-        // Partial tile in fragment order: each thread owns kMT*kNT float4s, contiguous per thread
-        // group, so both the write and the read-back are coalesced 16-byte accesses.
-        const size_t tile_id = (size_t)blockIdx.y * (a.N / BN) + tile_row;
-        float4* ws = reinterpret_cast<float4*>(a.workspace) + tile_id * split * (BN * BM / 4);
-        auto frag_index = [&](int s, int mt, int nt) {
-          return (size_t)s * (BN * BM / 4) + ((size_t)(warp * kMT + mt) * kNT + nt) * 32 + lane;
-        };
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt)
-            __stcg(&ws[frag_index(split_idx, mt, nt)],
-                   make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]));
-        __threadfence();
-        __syncthreads();
-        __shared__ int is_last;
-        if (tid == 0) {
-          const int prev = atomicAdd(&a.counters[tile_id], 1);
-          is_last = (prev == split - 1);
-          if (is_last) a.counters[tile_id] = 0;  // self-reset: the next launch finds zero
-        }
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
-        // Sum in split order (deterministic whoever arrives last).
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-            for (int s = 0; s < split; ++s) {
-              const float4 p = (s == split_idx)
-                                   ? make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3])
-                                   : __ldcg(&ws[frag_index(s, mt, nt)]);
-              sum.x += p.x; sum.y += p.y; sum.z += p.z; sum.w += p.w;
-            }
-            acc[mt][nt][0] = sum.x; acc[mt][nt][1] = sum.y; acc[mt][nt][2] = sum.z; acc[mt][nt][3] = sum.w;
-          }
-      }
+    }
 #endif
-    }
-
-    // Epilogue. Accumulator element (mt, nt, v): weight row g (+8 for v >= 2), token 2q (+1 for
-    // odd v) of the m16n8 block, i.e. Y[token][row].
-    const T* __restrict__ bias = static_cast<const T*>(a.bias);
-    T* __restrict__ y = static_cast<T*>(a.y);
-    const int g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int hv = 0; hv < 2; ++hv) {
-        const int n = tile_row * BN + (warp_n * kMT + mt) * 16 + g + 8 * hv;
-        const float bv = bias ? to_float<T>(bias[n]) : 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-          for (int odd = 0; odd < 2; ++odd) {
-            const int m = m0 + warp_m * kWarpCols + nt * 8 + 2 * q + odd;
-            if (m < a.M) y[(size_t)m * a.ldy + n] = from_float<T>(acc[mt][nt][2 * hv + odd] + bv);
-          }
-        }
-      }
-    }
   }
 };
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 __global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const SpmmArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  SpmmKernel<T, BM, BN, BK, WN, WM, ST, SPLIT>::run(a);
+  SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>::run(a);
 #endif
 }
 
@@ -375,27 +479,28 @@ int binary_version(F kernel) {
   return attr.binaryVersion;
 }
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 bool uses_cluster_typed() {
-  return SPLIT && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SPLIT>) >= 90;
+  return SCHED == kSplitK && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED>) >= 90;
 }
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
-  using K = SpmmKernel<T, BM, BN, BK, WN, WM, ST, SPLIT>;
-  auto kernel = spmm_kernel<T, BM, BN, BK, WN, WM, ST, SPLIT>;
+  using K = SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>;
+  auto kernel = spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED>;
   // Opting in to more than 48 KiB of dynamic shared memory is a per-function attribute; set it on
   // every call (cheap, idempotent, allowed during graph capture) rather than caching per device.
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::kSmemBytes);
   if (err != cudaSuccess) return (int)err;
-  const int split = SPLIT ? a.split_k : 1;
+  const int split = SCHED == kSequential ? 1 : a.split_k;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3((unsigned)((a.N / BN) * split), (unsigned)((a.M + BM - 1) / BM));
+  const int grid_x = SCHED == kStreamK ? split : (a.N / BN) * split;
+  cfg.gridDim = dim3((unsigned)grid_x, (unsigned)((a.M + BM - 1) / BM));
   cfg.blockDim = dim3(K::kThreads);
   cfg.dynamicSmemBytes = K::kSmemBytes;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SPLIT>()) {
+  if (SCHED == kSplitK && split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SCHED>()) {
     if (split > 8) return (int)cudaErrorInvalidClusterSize;  // portable cluster size
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)split;
@@ -411,17 +516,17 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   return (int)cudaGetLastError();
 }
 
-template <int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 int launch_instance(const SpmmArgs& a, DType dt, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  if (dt == DType::BF16) return launch_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SPLIT>(a, s);
-  return launch_typed<__half, BM, BN, BK, WN, WM, ST, SPLIT>(a, s);
+  if (dt == DType::BF16) return launch_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED>(a, s);
+  return launch_typed<__half, BM, BN, BK, WN, WM, ST, SCHED>(a, s);
 }
 
-template <int BM, int BN, int BK, int WN, int WM, int ST, bool SPLIT>
+template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 bool instance_uses_cluster(DType dt) {
-  if (dt == DType::BF16) return uses_cluster_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SPLIT>();
-  return uses_cluster_typed<__half, BM, BN, BK, WN, WM, ST, SPLIT>();
+  if (dt == DType::BF16) return uses_cluster_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED>();
+  return uses_cluster_typed<__half, BM, BN, BK, WN, WM, ST, SCHED>();
 }
 
 }  // namespace stoicc
