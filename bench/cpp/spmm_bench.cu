@@ -138,7 +138,7 @@ Options parse(int argc, char** argv) {
   if (o.n >= (1L << 31) || o.k >= (1L << 31) || o.m >= (1L << 31)) die("--n, --k and --m must fit in int32");
   if (o.n % o.block_n) die("--n %ld is not a multiple of --block-n %ld (stoicc does not pad)", o.n, o.block_n);
   if (o.k % o.block_k) die("--k %ld is not a multiple of --block-k %ld (stoicc does not pad)", o.k, o.block_k);
-  if (o.split_k < 0 || o.split_k > 64) die("--split-k must be in [0, 64] (0 = auto), got %ld", o.split_k);
+  if (o.split_k < 0 || o.split_k > 65535) die("--split-k must be in [0, 65535] (0 = auto), got %ld", o.split_k);
   if (o.instance < -1) die("--instance must be -1 (heuristic) or a registry index, got %ld", o.instance);
   if (o.iters < 1) die("--iters must be >= 1, got %ld", o.iters);
   return o;
@@ -150,7 +150,7 @@ void list_instances() {
   for (int i = 0; i < kNumInstances; ++i) {
     const InstanceInfo& in = kInstances[i];
     std::printf("%3d  %-36s %4d %4d %4d %3dx%d %6d %-10s %7zu %6d %s\n", i, in.name, in.block_m, in.block_n,
-                in.block_k, in.warps_n, in.warps_m, in.stages, in.split_k ? "split_k" : "sequential", in.smem_bytes,
+                in.block_k, in.warps_n, in.warps_m, in.stages, in.schedule == kScheduleStreamK ? "stream_k" : in.schedule == kScheduleSplitK ? "split_k" : "sequential", in.smem_bytes,
                 in.min_sm, in.launch ? "yes" : "no (STOICC_INSTANCES)");
   }
 }
@@ -389,22 +389,28 @@ int run(const Options& o) {
   const DeviceProps props = device_props(dev);
   const int M = (int)o.m, N = (int)o.n, K = (int)o.k, BN = (int)o.block_n, BK = (int)o.block_k;
 
+  const HostWeight hw = make_weight(o, nullptr);
+  const int64_t nS = (int64_t)hw.s_cols.size(), nD = (int64_t)hw.d_cols.size();
+
   // Instance and split-K exactly as spmm_cuda_impl (csrc/ops.cpp) chooses them.
   int inst = (int)o.instance, split = (int)o.split_k;
   if (inst < 0) {
-    const Choice c = default_choice(M, N, K, BN, BK, props);
+    const Choice c = default_choice(M, N, K, BN, BK, nS, nD, props);
     if (c.instance < 0)
       die("no compiled instance runs %dx%d tiles on this GPU (compute capability %d); see --list", BN, BK, props.cc);
     inst = c.instance;
     if (split <= 0) split = c.split_k;
   } else if (split <= 0 && inst < kNumInstances) {
-    split = auto_split(kInstances[inst], M, N, K, props);
+    split = auto_split(kInstances[inst], M, N, K, nS, nD, props);
   }
   const std::string bad = check_instance(inst, BN, BK, split, props);
   if (!bad.empty()) die("%s", bad.c_str());
   const InstanceInfo& in = kInstances[inst];
-
-  const HostWeight hw = make_weight(o, nullptr);
+  int max_contrib = 1;
+  if (in.schedule == kScheduleStreamK) {
+    if (split > stream_k_max_ctas(nS, nD)) die("stream_k: at most %d CTAs for this weight", stream_k_max_ctas(nS, nD));
+    max_contrib = stream_k_max_contrib(K, BK, split, nS, nD);
+  }
   const std::vector<uint16_t> x = random_x(M, K, o.dt, o.seed);
 
   // Copies of the weight spanning >= 2x the L2 (at least 4, at most 64), as copies_for().
@@ -429,12 +435,13 @@ int run(const Options& o) {
   g_allocs.push_back(y);
   base.y = y, base.ldy = N, base.bias = nullptr;
   base.M = M, base.N = N, base.K = K;
-  base.n_sparse = (int)hw.s_cols.size(), base.n_dense = (int)hw.d_cols.size(), base.split_k = split;
+  base.n_sparse = (int)nS, base.n_dense = (int)nD, base.split_k = split, base.max_contrib = max_contrib;
   // Split-K workspace + zeroed counters as ops.cpp allocates them: only for the workspace path
   // (split > 1 without a cluster reduction). The calls run in order on one stream and the kernel
   // leaves the counters at zero, so all rotated calls share one workspace.
-  if (in.split_k && split > 1 && !in.uses_cluster(o.dt)) {
-    const size_t wf = workspace_floats(in, M, N, split), ci = counter_ints(in, M, N);
+  const size_t wf = in.uses_cluster(o.dt) ? 0 : workspace_floats(in, M, N, split, max_contrib);
+  if (wf > 0) {
+    const size_t ci = counter_ints(in, M, N);
     CK(cudaMalloc(&base.workspace, wf * sizeof(float)));
     CK(cudaMalloc(&base.counters, ci * sizeof(int32_t)));
     g_allocs.push_back(base.workspace), g_allocs.push_back(base.counters);
