@@ -15,7 +15,9 @@ extension_loaded = False
 def _load():
     global extension_error, extension_loaded
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = sorted(glob.glob(os.path.join(here, "_C*.so")))
+    # STOICC_LIBRARY: load another build of the extension (kernel experiments, A/B timing).
+    override = os.environ.get("STOICC_LIBRARY")
+    candidates = [override] if override else sorted(glob.glob(os.path.join(here, "_C*.so")))
     if not candidates:
         extension_error = "stoicc_ext/_C*.so not found: the CUDA extension was not built (pip install .)"
         return
