@@ -32,7 +32,7 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 409
 MS = [1, 16, 32, 64, 2048]
 FRACS = [0.0, 0.5, 0.7, 0.9, 1.0]
 BLOCKS = [(128, 128), (128, 64), (64, 128), (64, 64)]
-SPLITS = [1, 2, 3, 4, 6, 8, 12, 16, 24]
+SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 
 def patch_weight(N, K, frac, dtype, seed):
@@ -69,7 +69,7 @@ def candidates(M, N, K, bn, bk, sms):
             continue
         if e["schedule"] == "stream_k":
             # G: one CTA per resident slot (0 = auto), or whole multiples of the SM count
-            out += [(e["index"], g) for g in (0, sms, 2 * sms, 3 * sms)]
+            out += [(e["index"], g) for g in (0, sms, 2 * sms)]
             continue
         for s in SPLITS:
             if s > 1 and (tiles * s > 8 * sms or s > K // bk or (s > 8 and HOPPER)):

@@ -63,12 +63,11 @@ INSTANCES = [
     I(16, 64, 128, 4, 1, 4, "split_k", "decode: 64x128 tiles (PATCH sub-tile), twice the tile rows"),
     I(16, 64, 64, 4, 1, 6, "split_k", "decode: 64x64 tiles (finest PATCH sub-tile), deep pipeline"),
     I(16, 128, 128, 4, 1, 4, "sequential", "decode, sequential: large N where tile rows alone fill the GPU"),
-    # Stream-K: the whole weight spread evenly over ~all SM slots, crossing tile rows.
+    # Stream-K: the whole weight spread evenly over all SM slots, crossing tile rows. On the H100
+    # sweep of random tile placements (bench/results) it did not beat split_k/sequential; kept
+    # (two instances) for weights whose rows differ much in cost, where per-row splits idle SMs.
     I(16, 128, 128, 4, 1, 3, "stream_k", "decode: byte-balanced over all SMs, 2 CTAs/SM on H100"),
     I(16, 128, 64, 4, 1, 4, "stream_k", "decode: byte-balanced, 128x64 tiles"),
-    I(16, 64, 128, 4, 1, 4, "stream_k", "decode: byte-balanced, 64x128 tiles"),
-    I(16, 64, 64, 4, 1, 6, "stream_k", "decode: byte-balanced, 64x64 tiles"),
-    I(64, 128, 64, 4, 1, 4, "stream_k", "M in 33..64: byte-balanced"),
     # Small batches (M <= 64): still bandwidth-bound; one CTA covers all tokens.
     I(32, 128, 128, 4, 1, 4, "split_k", "M in 17..32 with 128x128 tiles"),
     I(32, 128, 64, 4, 1, 4, "split_k", "M in 17..32 with 128x64 tiles"),

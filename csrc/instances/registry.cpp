@@ -18,12 +18,6 @@ __attribute__((weak)) int launch_spmm_m16_n128_k128_w4x1_s3_streamk(const SpmmAr
 __attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk(DType);
 __attribute__((weak)) int launch_spmm_m16_n128_k64_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk(DType);
-__attribute__((weak)) int launch_spmm_m16_n64_k128_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n64_k128_w4x1_s4_streamk(DType);
-__attribute__((weak)) int launch_spmm_m16_n64_k64_w4x1_s6_streamk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n64_k64_w4x1_s6_streamk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w4x1_s4_streamk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
@@ -50,9 +44,6 @@ const InstanceInfo kInstances[] = {
     {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, 0, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq},
     {"spmm_m16_n128_k128_w4x1_s3_streamk", 16, 128, 128, 4, 1, 3, 2, 80, &launch_spmm_m16_n128_k128_w4x1_s3_streamk, 111360, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk},
     {"spmm_m16_n128_k64_w4x1_s4_streamk", 16, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m16_n128_k64_w4x1_s4_streamk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk},
-    {"spmm_m16_n64_k128_w4x1_s4_streamk", 16, 64, 128, 4, 1, 4, 2, 80, &launch_spmm_m16_n64_k128_w4x1_s4_streamk, 82944, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_streamk},
-    {"spmm_m16_n64_k64_w4x1_s6_streamk", 16, 64, 64, 4, 1, 6, 2, 80, &launch_spmm_m16_n64_k64_w4x1_s6_streamk, 62976, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_streamk},
-    {"spmm_m64_n128_k64_w4x1_s4_streamk", 64, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m64_n128_k64_w4x1_s4_streamk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x1_s4_streamk},
     {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 165888, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk},
     {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk},
     {"spmm_m64_n128_k64_w4x1_s4_splitk", 64, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m64_n128_k64_w4x1_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk},
@@ -62,6 +53,6 @@ const InstanceInfo kInstances[] = {
     {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, 0, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 135168, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq},
     {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, 0, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 106496, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
 };
-const int kNumInstances = 19;
-const uint64_t kManifestHash = 2228325239244134191ULL;
+const int kNumInstances = 16;
+const uint64_t kManifestHash = 6042037348504163244ULL;
 }  // namespace stoicc
