@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On the GPU machine: the whole verification pass of a commit. Full pytest suite (GPU tests
+# included), compute-sanitizer memcheck + racecheck on one instance of each schedule, the C++
+# benchmark binary built with CMake and checked against the CPU reference. Logs go to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+echo "commit ${STOICC_COMMIT:-unknown}" | tee "$OUT/summary.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
+python3 -m pytest tests -q -rs > "$OUT/pytest_full.log" 2>&1; echo "pytest rc=$? $(tail -1 "$OUT/pytest_full.log")" | tee -a "$OUT/summary.txt"
+for cfg in "spmm_m16_n128_k128_w4x1_s4_seq 1 128x128" "spmm_m16_n128_k128_w4x1_s3_splitk 4 128x128" \
+           "spmm_m16_n128_k128_w4x1_s3_streamk 16 128x128" "spmm_m128_n128_k64_w2x4_s3_seq 1 128x64"; do
+  set -- $cfg
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 3 python3 bench/profile_case.py --n 1024 --k 1024 --m 16 \
+      --frac 0.5 --block $3 --instance $1 --split $2 --iters 1 --check > "$OUT/sanitizer_${tool}_$1.log" 2>&1
+    echo "$tool $1 split $2: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$1.log" | tail -1)" | tee -a "$OUT/summary.txt"
+  done
+done
+(cmake -S . -B build-cmake -DSTOICC_CUDA_ARCHS=90a > "$OUT/cmake.log" 2>&1 && cmake --build build-cmake -j16 >> "$OUT/cmake.log" 2>&1) \
+  || { echo "cmake build failed" | tee -a "$OUT/summary.txt"; tail -30 "$OUT/cmake.log"; }
+for args in "--dtype f16" "--dtype bf16" "--dtype f16 --m 64 --block-k 64 --frac 0.7" "--dtype f16 --frac 1.0 --n 11008"; do
+  ./build-cmake/stoicc_spmm_bench $args --check --iters 50 >> "$OUT/cpp_bench.log" 2>&1
+  echo "cpp bench $args: rc=$? $(tail -1 "$OUT/cpp_bench.log")" | tee -a "$OUT/summary.txt"
+done
