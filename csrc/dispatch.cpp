@@ -67,7 +67,7 @@ int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, in
     return std::min(per_sm * p.sm_count, stream_k_max_ctas(n_sparse, n_dense));
   }
   const int ctas = ((M + in.block_m - 1) / in.block_m) * (N / in.block_n);
-  const int want = (2 * p.sm_count + ctas - 1) / ctas;  // about two waves
+  const int want = (3 * p.sm_count + 2 * ctas - 1) / (2 * ctas);  // about 1.5 CTAs per SM
   // Each split should keep a few tiles to amortize the pipeline prologue.
   const int max_split = std::max(1, (K / in.block_k) / 4);
   const int cap = p.cc >= 90 ? 8 : 32;  // cluster size limit on sm_90
@@ -83,10 +83,10 @@ Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_s
     const InstanceInfo& in = kInstances[i];
     if (!check_instance(i, block_n, block_k, 1, p).empty()) continue;
     // Prefer the token block closest to M (a smaller block re-reads W, a larger one computes
-    // padding); at decode sizes prefer stream_k (byte-balanced over all SMs), then split_k;
-    // at prefill sizes the sequential schedule.
+    // padding); at decode sizes prefer split_k (it won the H100 sweep, bench/results), at
+    // prefill sizes the sequential schedule.
     int score = std::abs(in.block_m - want_bm) * 8;
-    if (want_bm <= 64) score += in.schedule == kScheduleStreamK ? 0 : in.schedule == kScheduleSplitK ? 1 : 2;
+    if (want_bm <= 64) score += in.schedule == kScheduleSplitK ? 0 : in.schedule == kScheduleSequential ? 1 : 2;
     else score += in.schedule == kScheduleSequential ? 0 : 2;
     if ((int)in.smem_bytes > p.max_smem_per_sm / 2 && want_bm <= 64) score += 1;  // prefer 2+ CTAs per SM
     if (score < best_score) {
