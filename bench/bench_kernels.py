@@ -200,10 +200,11 @@ def main():
         print(f"{N:>6} {K:>6} {M:>5} {frac:>4} {rec['dtype'][:5]:>5} {s_ms:>9.4f} {c_ms:>9.4f} {c_ms / s_ms:>7.2f} "
               f"{rec['tbps']:>5.2f} {rec['tflops']:>7.1f} {'' if cs_ms is None else f'{cs_ms:.4f}':>8} "
               f"{inst}/s{split}", flush=True)
+        write_results(records, gpu, commit, args, quiet=True)  # after every case: a cut-off run keeps its rows
     write_results(records, gpu, commit, args)
 
 
-def write_results(records, gpu, commit, args):
+def write_results(records, gpu, commit, args, quiet=False):
     os.makedirs(args.out, exist_ok=True)
     tag = gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_") + (f"_{args.tag}" if args.tag else "")
     date = datetime.date.today().isoformat()
@@ -225,7 +226,8 @@ def write_results(records, gpu, commit, args):
                      f"{r['instance']} / {r['split_k']} |")
     with open(os.path.join(args.out, f"kernels_{tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"wrote {args.out}/kernels_{tag}.md and .json")
+    if not quiet:
+        print(f"wrote {args.out}/kernels_{tag}.md and .json")
 
 
 if __name__ == "__main__":
