@@ -276,8 +276,11 @@ def compress(W, block_n=128, block_k=128, tile_map=None):
     """Compress ``W`` (fp16/bf16 ``[N, K]``) into the format of docs/format.md.
 
     The tile map is classified from the values unless given; a given map is checked
-    (``check_tile_map``). The result is validated before it is returned.
+    (``check_tile_map``). The result is validated before it is returned. ``compress(W, config)``
+    takes the tile shape from a config dict (``BLOCK_N``/``BLOCK_K``, the spec's spelling).
     """
+    if isinstance(block_n, dict):  # compress(W, config): the tile shape of a config dict
+        block_n, block_k = _config_tile(block_n)
     if not isinstance(W, torch.Tensor):
         raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
     if W.dim() != 2:
@@ -369,6 +372,17 @@ def tile_map_of(Wc):
                          (Wc.dense_row_ptr, Wc.dense_cols, TileType.DENSE)):
         tm[_rows_of(ptr, cols.numel()), cols.long()] = int(t)
     return tm
+
+
+def _config_tile(config):
+    """(BLOCK_N, BLOCK_K) of a config dict; the spec spells them BLOCK_N or BLOCK_SIZE_N."""
+    try:
+        bn = config["BLOCK_N"] if "BLOCK_N" in config else config["BLOCK_SIZE_N"]
+        bk = config["BLOCK_K"] if "BLOCK_K" in config else config["BLOCK_SIZE_K"]
+    except KeyError:
+        raise ValueError(f"config needs BLOCK_N and BLOCK_K (or BLOCK_SIZE_N and BLOCK_SIZE_K), "
+                         f"got keys {sorted(config)}") from None
+    return int(bn), int(bk)
 
 
 def compressed_nbytes(tile_map, block_n, block_k, elem_size=2):

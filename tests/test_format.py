@@ -536,3 +536,15 @@ def test_synthetic_is_deterministic_and_exact():
     assert torch.equal(classify_tiles(a), ta)
     W = torch.tensor([[0.5, -3.0, 2.0, 0.1, -1.0, 1.0, 0.0, 0.0]])
     assert prune_to_24(W).tolist() == [[0.0, -3.0, 2.0, 0.0, -1.0, 1.0, 0.0, 0.0]]
+
+
+def test_compress_with_config_dict():
+    """compress(W, config) reads the tile shape from a config dict, in both spellings."""
+    W, _ = random_patch_weight(256, 256, 0.5, generator=torch.Generator().manual_seed(4))
+    for cfg, want in [({"BLOCK_N": 64, "BLOCK_K": 128}, (64, 128)),
+                      ({"BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 64, "num_warps": 4}, (128, 64))]:
+        Wc = compress(W, cfg)
+        assert (Wc.block_n, Wc.block_k) == want
+        assert torch.equal(decompress(Wc), W)
+    with pytest.raises(ValueError, match="config needs BLOCK_N and BLOCK_K"):
+        compress(W, {"BLOCK_M": 16})
