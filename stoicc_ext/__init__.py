@@ -8,10 +8,13 @@ from .tile_map import TileType, classify_tiles
 from .format import FORMAT_VERSION, CompressedWeight, compress, decompress, validate
 from ._ops import spmm
 from .instances import list_instances, manifest
+from .configs import ConfigSpace, create_configs
+from .inspector import InspectReport, Inspector, Schedule, executor_for
 
 __all__ = [
     "__version__", "extension_loaded", "extension_error",
     "TileType", "classify_tiles",
     "FORMAT_VERSION", "CompressedWeight", "compress", "decompress", "validate",
     "spmm", "list_instances", "manifest",
+    "Inspector", "Schedule", "create_configs", "ConfigSpace", "InspectReport", "executor_for",
 ]
