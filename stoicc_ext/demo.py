@@ -8,13 +8,20 @@ with ``stoicc_ext.synthetic.random_patch_weight``: every 128 x 128 tile is 2:4 o
 2:4-tile fraction f = 2 * sparsity (35 % sparsity: 70 % of the tiles are 2:4). The weights are
 synthetic (random values, random tile placement), not those of a real PATCH checkpoint.
 
-For each layer the demo classifies and compresses the weight (``stoicc_ext.compress(W, 128,
-128)``), reports tile counts and bytes against the dense weight, checks ``stoicc_ext.spmm``
-against a float32 ``x @ W.T``, and on a GPU times stoicc against dense
-``torch.nn.functional.linear`` (cuBLAS) at M = 16 (decode) and M = 2048 (prefill) with the
-protocol of ``stoicc_ext.timing`` (weights rotated past the L2, CUDA graph, median).
+On a GPU each layer goes through the spec's recipe (``tune_layer``): an
+``stoicc_ext.Inspector(use_default_configs=True)`` tunes the decode shape (the smallest M, 16 by
+default), which picks the tile shape; every other M (prefill, 2048) is tuned with that tile shape
+pinned (``set_configs(create_configs(BLOCK_N=[...], BLOCK_K=[...]))``), so one compressed weight
+(``inspector.compress(W, config_decode)``) serves all of them. Choices go to the tuning cache
+(``$STOICC_CACHE_DIR``, default ``~/.cache/stoicc``): a second run reads them back instead of
+tuning. The demo reports the tile counts and bytes of that weight against the dense one, checks
+each chosen executor against a float32 ``x @ W.T`` and times it against dense
+``torch.nn.functional.linear`` (cuBLAS) with the protocol of ``stoicc_ext.timing`` (weights
+rotated past the L2, CUDA graph, median); it prints the chosen kernel (instance, SPLIT_K) of
+each layer and M.
 
-Without a GPU it checks correctness and memory only, on the same layers scaled down by 8
+Without a GPU it compresses with 128 x 128 tiles (``stoicc_ext.compress(W, 128, 128)``) and
+checks ``stoicc_ext.spmm`` for correctness and memory only, on the same layers scaled down by 8
 (512 x 512, 1408 x 512, 512 x 1408) unless ``--full`` is given. The exit status is 0 when every
 check passes, 1 when one fails, 2 when the compiled extension is missing.
 """
@@ -30,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import stoicc_ext
+from stoicc_ext import tuning_cache
 from stoicc_ext.synthetic import random_patch_weight
 
 # Llama-2-7B: hidden 4096, intermediate 11008; nn.Linear weights are [out_features, in_features].
@@ -109,9 +117,9 @@ def _phase(M):
     return "decode" if M <= 64 else "prefill"
 
 
-def check_layer(x, W, Wc, tol):
-    """Max |spmm - ref| / max |ref| with ref = float32 x @ W.T; NaN in the output fails."""
-    y = stoicc_ext.spmm(x, Wc)
+def check_layer(x, W, fn, tol):
+    """Max |fn(x) - ref| / max |ref| with ref = float32 x @ W.T; NaN in the output fails."""
+    y = fn(x)
     ref = x.float() @ W.float().T
     scale = ref.abs().max().item()
     err = (y.float() - ref).abs().max().item()
@@ -120,18 +128,113 @@ def check_layer(x, W, Wc, tol):
     return rel, ok
 
 
-def time_layer(W, Wc, M, dtype, device, repeats, gen):
-    """(stoicc_ms, dense_ms) per call, each over its own rotated weight copies (stoicc_ext.timing)."""
+def tune_layer(W, xs):
+    """The spec's recipe for one weight: returns ``(Wc, kernels, compress_s)``.
+
+    ``xs``: {M: x [M, K]}. The smallest M (decode) is tuned first and picks the tile shape; every
+    other M is tuned with that tile shape pinned, so the one ``Wc`` (compressed for the decode
+    config) serves all of them. ``kernels``: {M: dict(executor, config, source, inspect_s)};
+    ``compress_s``: the time of ``inspector.compress`` alone.
+    """
+    inspector = stoicc_ext.Inspector(use_default_configs=True, verbose=False)
+    Ms = sorted(xs)
+    kernels = {}
+
+    def inspect(M):
+        executor, config = inspector.inspect(xs[M], W)
+        rep = inspector.last_report
+        kernels[M] = dict(executor=executor, config=config, source=rep.source, inspect_s=rep.elapsed_s)
+        return config
+
+    cfg_dec = inspect(Ms[0])
+    inspector.set_configs(stoicc_ext.create_configs(BLOCK_N=[cfg_dec["BLOCK_N"]], BLOCK_K=[cfg_dec["BLOCK_K"]]))
+    for M in Ms[1:]:
+        inspect(M)
+    if W.is_cuda:
+        torch.cuda.synchronize(W.device)
+    t0 = time.perf_counter()
+    Wc = inspector.compress(W, cfg_dec)
+    if W.is_cuda:
+        torch.cuda.synchronize(W.device)
+    return Wc, kernels, time.perf_counter() - t0
+
+
+def _tuning_str(tokens):
+    cache = "disabled (STOICC_DISABLE_CACHE)" if tuning_cache.cache_disabled() else tuning_cache.cache_dir()
+    return (f"chosen per layer by stoicc_ext.Inspector(use_default_configs=True): M={min(tokens)} picks the "
+            f"tile shape, the other M are tuned at it; tuning cache: {cache}")
+
+
+def _kernel_str(k):
+    c = k["config"]
+    split = "auto" if c.get("SPLIT_K") == 0 else c.get("SPLIT_K")
+    return f"{c.get('instance')} SPLIT_K={split} ({k['source']}, {k['inspect_s']:.2f} s)"
+
+
+def time_layer(W, Wc, executor, config, M, dtype, device, repeats, gen):
+    """(stoicc_ms, dense_ms) per call of ``executor(x, *Wc, **config)`` and of F.linear, each
+    over its own rotated weight copies (stoicc_ext.timing)."""
     from stoicc_ext.timing import copies_for, time_graph
 
     x = torch.randn(M, W.shape[1], generator=gen).to(dtype).to(device)
     R = copies_for(min(Wc.nbytes, W.numel() * W.element_size()))
     Wcs = [Wc] + [type(Wc)([t.clone() for t in Wc], **Wc._kwargs()) for _ in range(R - 1)]
     Ws = [W] + [W.clone() for _ in range(R - 1)]
-    t_stoicc = time_graph(lambda w: stoicc_ext.spmm(x, w), [(w,) for w in Wcs], repeats=repeats)
+    t_stoicc = time_graph(lambda w: executor(x, *w, **config), [(w,) for w in Wcs], repeats=repeats)
     t_dense = time_graph(lambda w: F.linear(x, w), [(w,) for w in Ws], repeats=repeats)
     del Wcs, Ws
     return t_stoicc, t_dense
+
+
+def measure_layer(name, W, xs, tokens, tol, tuned, repeats, gen):
+    """One layer's result row. ``xs``: {M: x}. ``tuned`` (the GPU path): the Inspector picks the
+    kernels (``tune_layer``), each is checked through its executor and timed against F.linear;
+    otherwise (CPU) 128 x 128 tiles and ``stoicc_ext.spmm`` are checked, nothing is timed."""
+    N, K = W.shape
+    kernels = {}
+    if tuned:
+        Wc, kernels, t_compress = tune_layer(W, xs)     # tunes (or reads the cache), then compresses
+    else:
+        t0 = time.perf_counter()
+        Wc = stoicc_ext.compress(W, 128, 128)
+        t_compress = time.perf_counter() - t0
+    row = dict(layer=name, N=N, K=K, tile=f"{Wc.block_n}x{Wc.block_k}", tiles_sparse_24=Wc.num_sparse_tiles,
+               tiles_dense=Wc.num_dense_tiles, tiles_empty=Wc.num_empty_tiles, bytes_dense=Wc.dense_nbytes,
+               bytes_compressed=Wc.nbytes, ratio=Wc.nbytes / Wc.dense_nbytes, compress_s=t_compress,
+               kernels=[dict(M=M, phase=_phase(M), config=k["config"], source=k["source"],
+                             inspect_s=k["inspect_s"]) for M, k in kernels.items()],
+               checks=[], timings=[])
+    for M in tokens:
+        if tuned:
+            ex, cfg = kernels[M]["executor"], kernels[M]["config"]
+            fn = lambda x, ex=ex, cfg=cfg: ex(x, *Wc, **cfg)  # noqa: E731
+        else:
+            fn = lambda x: stoicc_ext.spmm(x, Wc)  # noqa: E731
+        rel, ok = check_layer(xs[M], W, fn, tol)
+        row["checks"].append(dict(M=M, rel_err=rel, ok=ok))
+    row["ok"] = all(c["ok"] for c in row["checks"])
+    if tuned:
+        for M in tokens:
+            k = kernels[M]
+            ts, td = time_layer(W, Wc, k["executor"], k["config"], M, W.dtype, W.device, repeats, gen)
+            row["timings"].append(dict(M=M, phase=_phase(M), stoicc_ms=ts, dense_ms=td, speedup=td / ts,
+                                       weight_TBps=Wc.nbytes / (ts * 1e-3) / 1e12,
+                                       instance=k["config"].get("instance"), SPLIT_K=k["config"].get("SPLIT_K")))
+    return row
+
+
+def print_layer(row):
+    """The progress line of one layer, and on the GPU one line per M with the chosen kernel."""
+    worst = max(c["rel_err"] for c in row["checks"])
+    line = (f"{row['layer']:<9} {row['N']:>5}x{row['K']:<5} tiles {row['tile']} 2:4/dense/empty "
+            f"{row['tiles_sparse_24']:>4}/{row['tiles_dense']:>4}/{row['tiles_empty']:<3} "
+            f"{_fmt_bytes(row['bytes_dense']):>9} -> {_fmt_bytes(row['bytes_compressed']):>9} "
+            f"({row['ratio']:.3f}x)  err {worst:.1e} {'PASS' if row['ok'] else 'FAIL'}")
+    for t in row["timings"]:
+        line += f"  M={t['M']}: {t['stoicc_ms'] * 1e3:.0f} vs {t['dense_ms'] * 1e3:.0f} us ({t['speedup']:.2f}x)"
+    print(line, flush=True)
+    for k in row["kernels"]:
+        print(f"{'':<9}   M={k['M']:<5} {_kernel_str(k)}", flush=True)
 
 
 def geomean(xs):
@@ -156,6 +259,7 @@ def run(args):
         gpu_name = props.name
         print(f"device: {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}; "
               f"timing M = {', '.join(map(str, args.tokens))} against dense torch.nn.functional.linear (cuBLAS)")
+        print(f"kernels: {_tuning_str(args.tokens)}")
     else:
         print(f"device: cpu, torch {torch.__version__}")
         print("no CUDA device: checking correctness and memory only; timings need a GPU")
@@ -174,47 +278,26 @@ def run(args):
     for i, (name, N, K) in enumerate(shapes):
         gen = torch.Generator().manual_seed(args.seed * 1000 + i)
         W, _ = random_patch_weight(N, K, frac, dtype=dtype, device=dev, generator=gen)
-        t0 = time.perf_counter()
-        Wc = stoicc_ext.compress(W, 128, 128)
-        if on_gpu:
-            torch.cuda.synchronize(dev)
-        t_compress = time.perf_counter() - t0
-        row = dict(layer=name, N=N, K=K, tiles_sparse_24=Wc.num_sparse_tiles, tiles_dense=Wc.num_dense_tiles,
-                   tiles_empty=Wc.num_empty_tiles, bytes_dense=Wc.dense_nbytes, bytes_compressed=Wc.nbytes,
-                   ratio=Wc.nbytes / Wc.dense_nbytes, compress_s=t_compress, checks=[], timings=[])
-        for M in args.tokens:
-            x = torch.randn(M, K, generator=gen).to(dtype).to(dev)
-            rel, ok = check_layer(x, W, Wc, tol)
-            row["checks"].append(dict(M=M, rel_err=rel, ok=ok))
-        row["ok"] = all(c["ok"] for c in row["checks"])
-        if on_gpu:
-            for M in args.tokens:
-                ts, td = time_layer(W, Wc, M, dtype, dev, args.repeats, gen)
-                row["timings"].append(dict(M=M, phase=_phase(M), stoicc_ms=ts, dense_ms=td, speedup=td / ts,
-                                           weight_TBps=Wc.nbytes / (ts * 1e-3) / 1e12))
+        xs = {M: torch.randn(M, K, generator=gen).to(dtype).to(dev) for M in args.tokens}
+        row = measure_layer(name, W, xs, args.tokens, tol, on_gpu, args.repeats, gen)
         rows.append(row)
-        worst = max(c["rel_err"] for c in row["checks"])
-        line = (f"{name:<9} {N:>5}x{K:<5} tiles 2:4/dense/empty {row['tiles_sparse_24']:>4}/{row['tiles_dense']:>4}/"
-                f"{row['tiles_empty']:<3} {_fmt_bytes(row['bytes_dense']):>9} -> {_fmt_bytes(row['bytes_compressed']):>9} "
-                f"({row['ratio']:.3f}x)  err {worst:.1e} {'PASS' if row['ok'] else 'FAIL'}")
-        for t in row["timings"]:
-            line += f"  M={t['M']}: {t['stoicc_ms'] * 1e3:.0f} vs {t['dense_ms'] * 1e3:.0f} us ({t['speedup']:.2f}x)"
-        print(line, flush=True)
-        del W, Wc
+        print_layer(row)
+        del W, xs
         if on_gpu:
             torch.cuda.empty_cache()
     elapsed = time.time() - t_start
 
     # ---- final table and summary
     print()
-    hdr = f"{'layer':<9} {'N x K':>11} {'2:4':>5} {'dense':>5} {'empty':>5} {'MiB dense':>9} {'MiB stoicc':>10} {'ratio':>6} {'rel err':>8} {'check':>5}"
+    hdr = (f"{'layer':<9} {'N x K':>11} {'tile':>7} {'2:4':>5} {'dense':>5} {'empty':>5} {'MiB dense':>9} "
+           f"{'MiB stoicc':>10} {'ratio':>6} {'rel err':>8} {'check':>5}")
     for M in (args.tokens if on_gpu else []):
         hdr += f" {'x M=' + str(M):>9}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        line = (f"{r['layer']:<9} {str(r['N']) + 'x' + str(r['K']):>11} {r['tiles_sparse_24']:>5} {r['tiles_dense']:>5} "
-                f"{r['tiles_empty']:>5} {r['bytes_dense'] / 2**20:>9.2f} {r['bytes_compressed'] / 2**20:>10.2f} "
+        line = (f"{r['layer']:<9} {str(r['N']) + 'x' + str(r['K']):>11} {r['tile']:>7} {r['tiles_sparse_24']:>5} "
+                f"{r['tiles_dense']:>5} {r['tiles_empty']:>5} {r['bytes_dense'] / 2**20:>9.2f} {r['bytes_compressed'] / 2**20:>10.2f} "
                 f"{r['ratio']:>6.3f} {max(c['rel_err'] for c in r['checks']):>8.1e} {'PASS' if r['ok'] else 'FAIL':>5}")
         for t in r["timings"]:
             line += f" {t['speedup']:>8.2f}x"
@@ -244,6 +327,7 @@ def run(args):
             shapes="llama2-7b" if shapes is LLAMA2_7B_BLOCK else "llama2-7b/8", tokens=args.tokens,
             tolerance=tol, seed=args.seed, timing=("stoicc_ext.timing.time_graph (CUDA graph, rotated weights, "
                                                    f"median of {args.repeats})") if on_gpu else None,
+            kernels=_tuning_str(args.tokens) if on_gpu else None,
             layers=rows, summary=summary)
         d = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(d, exist_ok=True)
