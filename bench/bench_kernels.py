@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stoicc_ext  # noqa: E402
+from stoicc_ext.candidates import _device_props, _m_bucket, _splits  # noqa: E402
 from stoicc_ext.synthetic import prune_to_24  # noqa: E402
 from timing import copies_for, time_graph  # noqa: E402
 
@@ -32,7 +33,6 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 409
 MS = [1, 16, 32, 64, 2048]
 FRACS = [0.0, 0.5, 0.7, 0.9, 1.0]
 BLOCKS = [(128, 128), (128, 64), (64, 128), (64, 64)]
-SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 
 def patch_weight(N, K, frac, dtype, seed):
@@ -51,30 +51,17 @@ def patch_weight(N, K, frac, dtype, seed):
     return torch.where(mask, prune_to_24(W), W)
 
 
-def m_bucket(M):
-    return 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128
-
-
-def candidates(M, N, K, bn, bk, sms):
-    """(instance index, split_k) pairs worth timing for this problem."""
+def candidates(M, N, K, bn, bk, sms=None):
+    """(instance index, split_k) pairs worth timing for this problem: the Inspector's own
+    enumeration (stoicc_ext.candidates), so the sweep and the tuner cannot drift apart."""
+    props = _device_props(torch.device("cuda"))
     out = []
     for e in stoicc_ext.list_instances():
-        if e["BLOCK_N"] != bn or e["BLOCK_K"] != bk or e["BLOCK_M"] != m_bucket(M):
+        if e["BLOCK_N"] != bn or e["BLOCK_K"] != bk or e["BLOCK_M"] != _m_bucket(M):
             continue
-        if e["smem_bytes"] > torch.cuda.get_device_properties(0).shared_memory_per_block_optin:
+        if e["smem_bytes"] > props["smem_optin"]:
             continue
-        tiles = math.ceil(M / e["BLOCK_M"]) * (N // bn)
-        if e["schedule"] == "sequential":
-            out.append((e["index"], 1))
-            continue
-        if e["schedule"] == "stream_k":
-            # G: one CTA per resident slot (0 = auto), or whole multiples of the SM count
-            out += [(e["index"], g) for g in (0, sms, 2 * sms)]
-            continue
-        for s in SPLITS:
-            if s > 1 and (tiles * s > 8 * sms or s > K // bk or (s > 8 and HOPPER)):
-                continue
-            out.append((e["index"], s))
+        out += [(e["index"], s) for s in _splits(e, M, N, K, props, None)]
     return out
 
 
@@ -84,7 +71,6 @@ def clone_wc(Wc):
 
 
 VERBOSE = False
-HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9  # split_k <= 8 (cluster)
 
 
 def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15):
