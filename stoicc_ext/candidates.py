@@ -3,7 +3,7 @@ built-in heuristic would pick without timing.
 
 A candidate is a dict ``{schedule, config, ...}``: a built-in one also carries its instance
 ``entry`` (from ``list_instances()``) and ``split``; a user one its ``user_config``. The split
-values follow bench/bench_kernels.py's ``candidates()``; the heuristic is the op's
+values here are also the ones bench/bench_kernels.py sweeps; the heuristic is the op's
 ``torch.ops.stoicc.default_config`` on a GPU, else its Python mirror.
 """
 import math
@@ -13,7 +13,7 @@ import torch
 from .configs import ConfigSpace
 from .schedules import _builtin_config, _instances, _user_full_config
 
-# split_k values tried (filtered per problem as bench/bench_kernels.py's candidates() does).
+# split_k values tried (filtered per problem by _splits; bench/bench_kernels.py uses the same).
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16)
 # Bump when the candidate enumeration changes: it is part of the cache key.
 CANDIDATE_VERSION = 1
@@ -43,7 +43,7 @@ def _stream_k_max_ctas(nS, nD):
 
 
 def _splits(e, M, N, K, props, nsd):
-    """The split values timed for one instance (bench/bench_kernels.py candidates())."""
+    """The split values timed for one instance (and swept by bench/bench_kernels.py)."""
     bn, bk = e["BLOCK_N"], e["BLOCK_K"]
     sms = props["sms"]
     if e["schedule"] == "sequential":
