@@ -79,6 +79,7 @@ have numpy || missing+=(numpy)
 have pytest || missing+=(pytest)
 have ninja || missing+=(ninja)
 have wheel || missing+=(wheel)
+have safetensors || missing+=(safetensors)   # stoicc_ext.save_compressed / load_compressed
 "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' 2>/dev/null \
   || missing+=("setuptools>=64")
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,175 @@
+"""Save and load a converted model: plain tensors in one safetensors file plus JSON metadata.
+
+    stoicc_ext.save_compressed(model, "model.stoicc.safetensors")
+    model = stoicc_ext.load_compressed(lambda: build_skeleton(), "model.stoicc.safetensors", device="cuda")
+
+The file holds the model's whole ``state_dict()``: for every ``MixedModule`` its seven compressed
+tensors and bias (``<layer>.sparse_row_ptr`` ...), and every other tensor as it is (embeddings,
+norms, layers kept dense). Tensors that share storage (tied weights) are stored once. The
+safetensors metadata key ``"stoicc"`` holds a JSON object:
+
+    {"format": "stoicc-compressed-model", "version": 1, "library": <stoicc version>,
+     "layers": {<name>: {"N", "K", "weight": CompressedWeight.metadata(), "cfg_decoding",
+                         "cfg_prefill", "decode_max_tokens", "bias": bool}},
+     "aliases": {<state_dict key>: <key it shares storage with>}}
+
+Loading takes a skeleton model (or a function that builds one; on the meta device is fine for the
+parameters, but non-persistent buffers such as rotary tables must be real), swaps each saved layer
+(an ``nn.Linear`` or ``MixedModule`` of the right shape) for a ``MixedModule`` built from the
+stored tensors and executors from ``executor_for(cfg, N, K)``: no re-compression, no tuning, no
+dense weights. The rest is loaded with ``load_state_dict(assign=True)``.
+"""
+import json
+import os
+
+from torch import nn
+
+from ._version import __version__
+from .format import CompressedWeight
+from .mixed_module import MixedModule
+from .schedules import BUILTIN_SCHEDULES, executor_for
+
+__all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "stoicc-compressed-model"
+CHECKPOINT_VERSION = 1
+_META_KEY = "stoicc"
+
+
+def _safetensors():
+    try:
+        import safetensors.torch as st
+    except ImportError:
+        raise ImportError("saving and loading compressed models needs the safetensors package: "
+                          "pip install safetensors") from None
+    return st
+
+
+def _layer_meta(name, mm):
+    for phase, cfg in (("cfg_decoding", mm.cfg_decoding), ("cfg_prefill", mm.cfg_prefill)):
+        if cfg.get("schedule") not in BUILTIN_SCHEDULES or "instance" not in cfg:
+            raise ValueError(f"layer {name!r}: {phase} {cfg} is not a built-in schedule's config; only those can be "
+                             "rebuilt at load time (executor_for)")
+    if mm._wc_meta is None:
+        raise ValueError(f"layer {name!r} does not hold a stoicc CompressedWeight")
+    return dict(N=mm.N, K=mm.K, weight=dict(mm._wc_meta), cfg_decoding=dict(mm.cfg_decoding),
+                cfg_prefill=dict(mm.cfg_prefill), decode_max_tokens=mm.decode_max_tokens, bias=mm.bias is not None)
+
+
+def save_compressed(model, path, *, extra_metadata=None):
+    """Write ``model`` (converted with ``sparsify_`` or holding ``MixedModule``s) to ``path``
+    (safetensors). ``extra_metadata``: a JSON-able dict stored under ``"extra"``. Returns the
+    metadata dict written."""
+    st = _safetensors()
+    layers = {n: _layer_meta(n, m) for n, m in model.named_modules() if isinstance(m, MixedModule)}
+    tensors, aliases, seen = {}, {}, {}
+    for key, t in model.state_dict(keep_vars=False).items():
+        if t is None:
+            continue
+        if t.device.type == "meta":
+            raise ValueError(f"{key} is on the meta device: nothing to save")
+        ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()),
+                 t.dtype)
+        if ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = t.detach().to("cpu").contiguous().clone()   # own storage: partial views never collide
+    meta = dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, library=__version__, layers=layers,
+                aliases=aliases)
+    if extra_metadata is not None:
+        meta["extra"] = extra_metadata
+    st.save_file(tensors, os.fspath(path), metadata={_META_KEY: json.dumps(meta)})
+    return meta
+
+
+def read_metadata(path):
+    """The ``"stoicc"`` metadata of a checkpoint (ValueError if it is not one this version reads)."""
+    _safetensors()
+    from safetensors import safe_open
+    with safe_open(os.fspath(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(_META_KEY)
+    if raw is None:
+        raise ValueError(f"{os.fspath(path)} is not a stoicc checkpoint (no '{_META_KEY}' metadata); "
+                         "write one with stoicc_ext.save_compressed")
+    meta = json.loads(raw)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)}: format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{os.fspath(path)}: checkpoint format version {meta.get('version')!r} (written by stoicc "
+                         f"{meta.get('library')}) is not supported; this stoicc ({__version__}) reads version "
+                         f"{CHECKPOINT_VERSION}")
+    return meta
+
+
+def _swap(model, name, new):
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
+    """Rebuild a converted model from ``path`` into a skeleton (an ``nn.Module``, or a callable
+    returning one). ``device``: where the tensors are loaded (and the model is moved at the end,
+    non-persistent buffers included). ``strict``: a skeleton tensor that
+    the file lacks, or a file tensor that the skeleton lacks, is an error. Returns the model."""
+    st = _safetensors()
+    model = model_or_factory() if callable(model_or_factory) and not isinstance(model_or_factory, nn.Module) \
+        else model_or_factory
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module or a function returning one, got {type(model).__name__}")
+    meta = read_metadata(path)
+    state = st.load_file(os.fspath(path), device=str(device))
+    for key, target in meta.get("aliases", {}).items():
+        if target not in state:
+            raise ValueError(f"checkpoint alias {key} -> {target}: {target} is not in the file")
+        state[key] = state[target]
+
+    converted_keys = set()
+    for name, lm in meta["layers"].items():
+        try:
+            mod = model.get_submodule(name)
+        except AttributeError:
+            raise KeyError(f"checkpoint layer {name!r} is not a module of the model: is the skeleton the model "
+                           f"the checkpoint was saved from?") from None
+        N, K = int(lm["N"]), int(lm["K"])
+        if isinstance(mod, MixedModule):
+            have = (mod.N, mod.K)
+        elif isinstance(mod, nn.Linear):
+            have = (mod.out_features, mod.in_features)
+        else:
+            raise TypeError(f"checkpoint layer {name!r} is a {type(mod).__name__} in the model; expected nn.Linear")
+        if have != (N, K):
+            raise ValueError(f"checkpoint layer {name!r} has weight shape ({N}, {K}) but the model's layer has "
+                             f"({have[0]}, {have[1]})")
+        keys = [f"{name}.{t}" for t in CompressedWeight.names]
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"checkpoint layer {name!r}: tensors {missing} are missing from the file")
+        Wc = CompressedWeight.from_tensors([state[k] for k in keys], lm["weight"], check=True)
+        if (Wc.N, Wc.K) != (N, K):
+            raise ValueError(f"checkpoint layer {name!r}: compressed weight is {Wc.N}x{Wc.K}, metadata says {N}x{K}")
+        bias = None
+        if lm.get("bias"):
+            if f"{name}.bias" not in state:
+                raise ValueError(f"checkpoint layer {name!r}: its bias is missing from the file")
+            bias = state[f"{name}.bias"]
+            converted_keys.add(f"{name}.bias")
+        cfg_d, cfg_p = lm["cfg_decoding"], lm["cfg_prefill"]
+        mm = MixedModule(Wc, executor_for(cfg_p, N, K), executor_for(cfg_d, N, K), cfg_p, cfg_d, N, K, bias=bias,
+                         decode_max_tokens=int(lm["decode_max_tokens"]))
+        _swap(model, name, mm)
+        converted_keys.update(keys)
+
+    rest = {k: v for k, v in state.items() if k not in converted_keys}
+    result = model.load_state_dict(rest, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if k not in converted_keys]
+    if strict and (missing or result.unexpected_keys):
+        raise ValueError(f"checkpoint and model do not match: missing from the file {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, not in the model {result.unexpected_keys[:5]}"
+                         f"{' ...' if len(result.unexpected_keys) > 5 else ''}")
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
+    if left:
+        raise ValueError(f"after loading, {len(left)} tensor(s) are still on the meta device, e.g. {left[:5]}: build "
+                         "the skeleton so that non-persistent buffers are real (not on meta), or load them yourself")
+    return model.to(device)      # what the file did not hold (non-persistent buffers) joins the rest

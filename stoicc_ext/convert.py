@@ -1,0 +1,164 @@
+"""Whole-model conversion: ``sparsify_(model)`` swaps, in place, every ``nn.Linear`` whose weight has
+a non-dense 128 x 128 tile for a ``MixedModule`` tuned with the spec's recipe.
+
+    report = stoicc_ext.sparsify_(model)            # after applying a PATCH mask
+    print(report)                                   # per layer: tiles, kernels, bytes, status
+
+A layer is converted when all of these hold, and otherwise stays a dense ``nn.Linear`` with the
+reason in its report row:
+
+* ``filter_fn(name, module)`` is true (default: every linear);
+* its weight is float16/bfloat16, not on the meta device, and N and K are multiples of 128 (the
+  PATCH tile the kernels are built around);
+* the weight is not shared with another module (a tied ``lm_head``: converting it would keep
+  the dense copy alive in the embedding and save nothing);
+* at least one of its 128 x 128 tiles is 2:4 or empty (``include_dense=True`` converts fully
+  dense weights too, e.g. to measure the 0 % point).
+
+Every converted layer is tuned through one ``Inspector``: decode at ``decode_tokens``, prefill at
+``prefill_tokens`` with the decode tile shape pinned, compressed once (``stoicc_ext.recipe``).
+Layers with the same (N, K, dtype, tile map) are tuned once: the Inspector's cache (memory, and
+disk across processes) answers the repeats. On the CPU the Inspector's heuristic decides.
+"""
+import sys
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from .inspector import Inspector
+from .mixed_module import MixedModule
+from .recipe import DECODE_TOKENS, PREFILL_TOKENS
+from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
+from .tile_map import TileType, classify_tiles
+
+__all__ = ["sparsify_", "PATCH_TILE"]
+
+PATCH_TILE = 128
+_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _nbytes(t):
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+def _owners(model):
+    """{storage key: [parameter names]} over the whole model, duplicates included."""
+    owners = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.device.type == "meta":
+            continue
+        owners.setdefault((p.device, p.untyped_storage().data_ptr()), []).append(name)
+    return owners
+
+
+def _set_submodule(model, name, new):
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _check(name, mod, owners, filter_fn):
+    """(status, reason) for a layer that is not converted, or None if it may be."""
+    if filter_fn is not None and not filter_fn(name, mod):
+        return "filtered", "filter_fn returned False"
+    W = mod.weight
+    if W.device.type == "meta":
+        return "unsupported", "weight on the meta device"
+    if W.dtype not in _DTYPES:
+        return "unsupported", (f"dtype {str(W.dtype).replace('torch.', '')}: the kernels take float16/bfloat16 "
+                               "(convert the model with .half() or .to(torch.bfloat16) first)")
+    N, K = W.shape
+    if N % PATCH_TILE or K % PATCH_TILE:
+        return "unsupported", f"{N}x{K} is not a multiple of the {PATCH_TILE}x{PATCH_TILE} tile"
+    names = owners.get((W.device, W.untyped_storage().data_ptr()), [])
+    others = [n for n in names if n != f"{name}.weight"]
+    if others:
+        return "shared", f"weight storage shared with {others[0]} (tied); converting it would save nothing"
+    return None
+
+
+def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
+              include_dense=False, strict=False, verbose=True):
+    """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
+
+    ``filter_fn(name, module) -> bool`` selects layers by name (default: all linears).
+    ``inspector``: the ``Inspector`` that tunes every layer (default:
+    ``Inspector(use_default_configs=True, verbose=False)``); pass one with ``set_configs`` or a
+    schedule subset to narrow the search. ``decode_tokens`` / ``prefill_tokens``: the M each
+    phase is tuned at (the spec's 16 and 16 x 128); calls with at most ``decode_tokens`` tokens run
+    the decode kernel. ``include_dense``: convert fully dense weights too. ``strict``: re-raise a
+    layer's tuning or compression error instead of reporting it and keeping the layer dense.
+    ``verbose``: one progress line per linear on stderr.
+
+    Returns a ``SparsifyReport`` (``print(report)`` for the table, ``report.to_dict()`` for JSON).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sparsify_ expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.Linear):
+        raise TypeError("sparsify_ swaps submodules in place and cannot replace the model itself; "
+                        "use MixedModule.from_linear(linear) for a single layer")
+    inspector = inspector if inspector is not None else Inspector(use_default_configs=True, verbose=False)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, MixedModule)]
+    owners = _owners(model)
+    rows = []
+    t_start = time.perf_counter()
+    device = None
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
+    log(f"stoicc sparsify_: {len(names)} linear layers; decode M={decode_tokens}, prefill M={prefill_tokens}")
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            mod = model.get_submodule(name)       # looked up by name: no list keeps the dense layers alive
+            W = mod.weight
+            device = device or str(W.device)
+            N, K = W.shape
+            before = _nbytes(W) + _nbytes(mod.bias)
+            row = LayerRow(name=name, N=N, K=K, dtype=str(W.dtype).replace("torch.", ""), status="",
+                           bytes_before=before, bytes_after=before)
+            rows.append(row)
+            skip = _check(name, mod, owners, filter_fn)
+            if skip is None:
+                tm = classify_tiles(W, PATCH_TILE, PATCH_TILE)
+                n = tm.numel()
+                row.frac_24 = int((tm == int(TileType.SPARSE_24)).sum()) / n
+                row.frac_empty = int((tm == int(TileType.EMPTY)).sum()) / n
+                row.frac_dense = 1.0 - row.frac_24 - row.frac_empty
+                if row.frac_dense == 1.0 and not include_dense:
+                    skip = ("dense", "every 128x128 tile is dense (include_dense=True converts it anyway)")
+            if skip is not None:
+                row.status, row.reason = skip
+                log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: kept dense ({row.status}: {row.reason})")
+                continue
+            t0 = time.perf_counter()
+            try:
+                mm = MixedModule.from_linear(mod, inspector=inspector, decode_tokens=decode_tokens,
+                                             prefill_tokens=prefill_tokens, allow_dense=True)
+            except Exception as e:  # noqa: BLE001 - report it; the layer stays as it was
+                if strict:
+                    raise
+                row.status, row.reason = "failed", f"{type(e).__name__}: {e}"
+                warnings.warn(f"stoicc sparsify_: {name} stays dense: {row.reason}", RuntimeWarning, stacklevel=2)
+                log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: FAILED, kept dense ({row.reason})")
+                continue
+            row.seconds = time.perf_counter() - t0
+            _set_submodule(model, name, mm)
+            info = mm.tuning_info
+            meta = mm._wc_meta
+            row.status = CONVERTED
+            row.tile = f"{meta['block_n']}x{meta['block_k']}"
+            row.cfg_decoding, row.cfg_prefill = dict(mm.cfg_decoding), dict(mm.cfg_prefill)
+            row.source_decoding, row.source_prefill = info["decode"]["source"], info["prefill"]["source"]
+            row.ms_decoding, row.ms_prefill = info["decode"]["ms"], info["prefill"]["ms"]
+            row.proxy = info["proxy"]
+            row.bytes_after = mm.weight_nbytes + _nbytes(mm.bias)
+            del mod, W, mm
+            log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: 2:4 {row.frac_24:.0%} dense {row.frac_dense:.0%} "
+                f"empty {row.frac_empty:.0%} -> tile {row.tile}, decode {row.cfg_decoding.get('instance')}/"
+                f"{row.cfg_decoding.get('SPLIT_K')} ({row.source_decoding}), prefill "
+                f"{row.cfg_prefill.get('instance')}/{row.cfg_prefill.get('SPLIT_K')} ({row.source_prefill}), "
+                f"{row.bytes_after / row.bytes_before:.3f}x bytes, {row.seconds:.2f} s")
+    report = SparsifyReport(rows, elapsed_s=time.perf_counter() - t_start, decode_tokens=decode_tokens,
+                            prefill_tokens=prefill_tokens, device=device)
+    log(report.summary())
+    return report

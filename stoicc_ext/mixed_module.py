@@ -1,0 +1,161 @@
+"""``MixedModule``: the spec's module holding one compressed weight and two executors, one tuned for
+decode and one for prefill, chosen per call by the number of tokens.
+
+    mm = MixedModule(compressed_weight=Wc, exec_prefill=best_exec_pre, exec_decoding=best_exec_dec,
+                     cfg_prefill=best_config_pre, cfg_decoding=best_config_dec, N=W.shape[0], K=W.shape[1])
+    y = mm(x)                                   # x [..., K] -> y [..., N] = x @ W.T (+ bias)
+
+    mm = MixedModule.from_linear(linear)        # the spec's recipe in one call (stoicc_ext.recipe)
+
+Routing (a deliberate deviation from the spec's forward): the spec sends a call to prefill when
+``x.shape[-2] != 1``, so a decode step of a batch given as a 2-D ``[16, K]`` input, as the
+spec's own ``X_decoding`` is, would run the prefill kernel. Here a call is decode when its
+number of tokens ``x.numel() // K`` (all leading dimensions together, which is the M the kernel
+sees) is at most ``decode_max_tokens``, by default the M the decode kernel was tuned at (16), and
+prefill otherwise. ``[16, K]``, ``[16, 1, K]`` and ``[1, 16, K]`` are all decode; ``[16, 128, K]``
+is prefill.
+
+The seven compressed tensors (and the bias) are registered buffers, so ``.to()``, ``.cuda()``,
+``state_dict()`` and CUDA-graph capture see them; the executors and configs are plain attributes
+(executors are closures over one ``torch.ops.stoicc.spmm`` call, device-independent). Forward is
+one reshape, one executor call and one view: it works eagerly, inside CUDA graphs and under
+``torch.compile(fullgraph=True)``.
+"""
+import torch
+from torch import nn
+
+from .format import CompressedWeight
+from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
+
+__all__ = ["MixedModule"]
+
+
+def _short(cfg):
+    split = cfg.get("SPLIT_K")
+    return f"{cfg.get('instance', cfg.get('schedule'))}/SPLIT_K={'auto' if split == 0 else split}"
+
+
+class MixedModule(nn.Module):
+    """One PATCH-pruned linear layer on stoicc kernels: ``y = x @ W.T (+ bias)``.
+
+    Arguments (the spec's constructor): ``compressed_weight`` (a ``CompressedWeight``, or any tuple
+    of tensors that the executors read), ``exec_prefill`` / ``exec_decoding`` (executors from
+    ``Inspector.inspect`` or ``executor_for``), ``cfg_prefill`` / ``cfg_decoding`` (their
+    configs), ``N``, ``K`` (out and in features). Added: ``bias`` ([N], x's dtype) and
+    ``decode_max_tokens`` (calls with at most this many tokens use the decode executor; default
+    16, the spec's decode batch).
+    """
+
+    def __init__(self, compressed_weight, exec_prefill, exec_decoding, cfg_prefill, cfg_decoding, N, K,
+                 bias=None, *, decode_max_tokens=DECODE_TOKENS):
+        super().__init__()
+        if not isinstance(compressed_weight, (tuple, list)) or not all(
+                isinstance(t, torch.Tensor) for t in compressed_weight):
+            raise TypeError("compressed_weight must be a CompressedWeight (a tuple of tensors), "
+                            f"got {type(compressed_weight).__name__}")
+        for name, ex in (("exec_prefill", exec_prefill), ("exec_decoding", exec_decoding)):
+            if not callable(ex):
+                raise TypeError(f"{name} must be callable (an executor from Inspector.inspect), got {type(ex).__name__}")
+        for name, cfg in (("cfg_prefill", cfg_prefill), ("cfg_decoding", cfg_decoding)):
+            if not isinstance(cfg, dict):
+                raise TypeError(f"{name} must be a config dict, got {type(cfg).__name__}")
+            bad = {"M", "N", "K", "bias"} & set(cfg)
+            if bad:
+                raise ValueError(f"{name} must not hold {sorted(bad)}: forward passes them itself")
+        self.N, self.K = int(N), int(K)
+        if isinstance(compressed_weight, CompressedWeight):
+            if (compressed_weight.N, compressed_weight.K) != (self.N, self.K):
+                raise ValueError(f"compressed_weight is {compressed_weight.N}x{compressed_weight.K} but N={self.N}, "
+                                 f"K={self.K} were given")
+            self._wc_names = tuple(CompressedWeight.names)
+            self._wc_meta = compressed_weight.metadata()
+        else:
+            self._wc_names = tuple(f"weight_{i}" for i in range(len(compressed_weight)))
+            self._wc_meta = None
+        for name, t in zip(self._wc_names, compressed_weight):
+            self.register_buffer(name, t)
+        if bias is not None:
+            if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or bias.shape[0] != self.N:
+                raise ValueError(f"bias must be a 1-D tensor of N={self.N} values, got "
+                                 f"{tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__}")
+            bias = bias.detach()
+        self.register_buffer("bias", bias)
+        self.exec_prefill, self.exec_decoding = exec_prefill, exec_decoding
+        self.cfg_prefill, self.cfg_decoding = dict(cfg_prefill), dict(cfg_decoding)
+        if int(decode_max_tokens) < 1:
+            raise ValueError(f"decode_max_tokens must be >= 1, got {decode_max_tokens}")
+        self.decode_max_tokens = int(decode_max_tokens)
+        self.tuning_info = None     # set by from_linear: where each choice came from, what it measured
+
+    # ---- the spec's forward -------------------------------------------------------------
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])     # the kernel takes 2-D input; it checks K itself
+        if x2.shape[0] <= self.decode_max_tokens:
+            executor, cfg = self.exec_decoding, self.cfg_decoding
+        else:
+            executor, cfg = self.exec_prefill, self.cfg_prefill
+        y = executor(x2, *self.compressed_tensors(), bias=self.bias, M=x2.shape[0], N=self.N, K=self.K, **cfg)
+        return y.view(*lead, self.N)
+
+    # ---- accessors --------------------------------------------------------------------------
+
+    def compressed_tensors(self):
+        """The compressed tensors, in the order the executors take them (``*Wc``)."""
+        return tuple(getattr(self, n) for n in self._wc_names)
+
+    @property
+    def compressed_weight(self):
+        """The buffers as a ``CompressedWeight`` (for a non-stoicc tuple: a plain tuple)."""
+        ts = self.compressed_tensors()
+        if self._wc_meta is None:
+            return ts
+        return CompressedWeight.from_tensors(ts, self._wc_meta, check=False)
+
+    @property
+    def in_features(self):
+        return self.K
+
+    @property
+    def out_features(self):
+        return self.N
+
+    @property
+    def weight_nbytes(self):
+        """Bytes of the compressed weight (bias not included)."""
+        return sum(t.numel() * t.element_size() for t in self.compressed_tensors())
+
+    def extra_repr(self):
+        tile = f"{self._wc_meta['block_n']}x{self._wc_meta['block_k']}" if self._wc_meta else "?"
+        dense = self.N * self.K * self.compressed_tensors()[-1].element_size()
+        return (f"N={self.N}, K={self.K}, tile={tile}, bias={self.bias is not None}, "
+                f"{self.weight_nbytes / dense:.3f} of dense bytes, decode (<= {self.decode_max_tokens} tokens): "
+                f"{_short(self.cfg_decoding)}, prefill: {_short(self.cfg_prefill)}")
+
+    # ---- construction from a dense linear ---------------------------------------------------
+
+    @classmethod
+    def from_linear(cls, linear, *, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
+                    allow_dense=False, decode_max_tokens=None):
+        """The spec's recipe on ``linear.weight`` (``stoicc_ext.recipe.tune_weight``): tune decode at
+        ``decode_tokens``, pin its tile shape, tune prefill at ``prefill_tokens``, compress once
+        with the decode config. On a GPU the kernels are timed (and cached); on the CPU the
+        Inspector's heuristic decides. The weight must be fp16/bf16, N and K multiples of 64.
+
+        ``allow_dense``: a weight with no 2:4 tile is tuned on a proxy instead of refused (see
+        ``stoicc_ext.recipe``). ``decode_max_tokens`` defaults to ``decode_tokens``.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear expects a torch.nn.Linear, got {type(linear).__name__}")
+        W = linear.weight
+        if W.device.type == "meta":
+            raise ValueError("the linear's weight is on the meta device: materialize it first")
+        tuned = tune_weight(W.detach(), inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
+                            allow_dense=allow_dense)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        mm = cls(tuned.compressed, tuned.exec_prefill, tuned.exec_decoding, tuned.cfg_prefill, tuned.cfg_decoding,
+                 W.shape[0], W.shape[1], bias=bias,
+                 decode_max_tokens=decode_tokens if decode_max_tokens is None else decode_max_tokens)
+        mm.tuning_info = tuned.info
+        return mm

@@ -1,0 +1,129 @@
+"""The spec's decode/prefill recipe for one weight: tune decode, pin its tile shape, tune prefill,
+compress once.
+
+    tuned = tune_weight(W, inspector, decode_tokens=16, prefill_tokens=2048)
+    tuned.compressed, tuned.exec_decoding, tuned.cfg_decoding, tuned.exec_prefill, tuned.cfg_prefill
+
+Differences from the spec's snippet, each on purpose:
+
+* The inspector's own config space (``set_configs``) is kept: the tile-shape pin is intersected
+  with it, and the space is restored afterwards, so one Inspector can tune layer after layer (the
+  spec's snippet leaves the pin in place, and the next layer's decode tuning would inherit it).
+* A weight without any 2:4 tile (all dense, or only dense and empty tiles) is refused by
+  ``Inspector.inspect``. With ``allow_dense=True`` the kernels are tuned on a *proxy*: W with its
+  first dense 64 x 64 tile pruned to 2:4 by magnitude. The executors and configs do not depend on
+  the values, so they are valid for W, which is compressed as it is; all proxies of one shape have
+  the same tile map, so the tuning cache serves them all after the first.
+"""
+import time
+
+import torch
+
+from .configs import create_configs
+from .format import CompressedWeight
+from .inspector import Inspector
+from .synthetic import prune_to_24
+from .tile_map import TileType, classify_tiles
+
+__all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
+
+DECODE_TOKENS = 16       # the spec's BS
+PREFILL_TOKENS = 2048    # the spec's BS * SEQ_LEN
+_FINE = 64               # the finest kernel tile: the Inspector's fingerprint grid
+
+
+class TunedWeight:
+    """What ``tune_weight`` returns: the compressed weight, both executors and configs, and for
+    each phase where the choice came from and what it measured (``info``)."""
+
+    def __init__(self, compressed, exec_decoding, cfg_decoding, exec_prefill, cfg_prefill, info):
+        self.compressed = compressed
+        self.exec_decoding, self.cfg_decoding = exec_decoding, cfg_decoding
+        self.exec_prefill, self.cfg_prefill = exec_prefill, cfg_prefill
+        self.info = info
+
+    def __repr__(self):
+        return (f"TunedWeight({self.compressed!r}, decode={self.cfg_decoding.get('instance')}/"
+                f"{self.cfg_decoding.get('SPLIT_K')}, prefill={self.cfg_prefill.get('instance')}/"
+                f"{self.cfg_prefill.get('SPLIT_K')})")
+
+
+def has_24_tile(W):
+    """Whether W has a 2:4 tile on the 64 x 64 grid (what ``Inspector.inspect`` requires)."""
+    return bool((classify_tiles(W, _FINE, _FINE) == int(TileType.SPARSE_24)).any())
+
+
+def tuning_proxy(W):
+    """W with one 64 x 64 tile made 2:4 (the first dense one; tile (0, 0) set to a 2:4 pattern if
+    W has no dense tile), for tuning a weight the Inspector would refuse."""
+    tm = classify_tiles(W, _FINE, _FINE)
+    P = W.detach().clone()
+    dense = torch.nonzero(tm == int(TileType.DENSE))
+    if dense.numel():
+        r, c = (int(v) * _FINE for v in dense[0].tolist())
+        P[r:r + _FINE, c:c + _FINE] = prune_to_24(P[r:r + _FINE, c:c + _FINE])
+    else:  # all empty: any 2:4 pattern
+        P[:_FINE, :_FINE] = 0
+        P[:_FINE, 0:_FINE:4] = 1
+    return P
+
+
+def _phase_info(inspector, t0):
+    rep = inspector.last_report
+    ranked = rep.ranked() if rep is not None else []
+    return dict(source=rep.source if rep is not None else None,
+                ms=ranked[0]["ms"] if ranked else None,
+                candidates=len(rep.candidates) if rep is not None else None,
+                seconds=time.perf_counter() - t0)
+
+
+def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
+                allow_dense=False):
+    """The spec's recipe on one weight ``W`` ([N, K], fp16/bf16, on the device to tune for).
+
+    1. ``inspect`` a decode input ``[decode_tokens, K]``: picks the tile shape and the decode kernel;
+    2. pin ``BLOCK_N``/``BLOCK_K`` to that tile shape (within the inspector's own config space);
+    3. ``inspect`` a prefill input ``[prefill_tokens, K]``: the prefill kernel at that tile shape;
+    4. ``compress`` W once with the decode config.
+
+    Off the GPU the Inspector returns its heuristic's choice (no timing), so this runs on CPU too.
+    ``allow_dense``: tune on a proxy when W has no 2:4 tile (module docstring); otherwise such a
+    W raises ValueError (the Inspector's message: use a dense linear instead).
+    """
+    if not isinstance(W, torch.Tensor) or W.dim() != 2:
+        raise ValueError(f"W must be a 2-D tensor [N, K], got {type(W).__name__} "
+                         f"{tuple(W.shape) if isinstance(W, torch.Tensor) else ''}")
+    if decode_tokens < 1 or prefill_tokens < 1:
+        raise ValueError(f"decode_tokens and prefill_tokens must be >= 1, got {decode_tokens}, {prefill_tokens}")
+    inspector = inspector if inspector is not None else Inspector(use_default_configs=True, verbose=False)
+    W = W.detach()
+    N, K = W.shape
+    W_tune = W
+    proxy = False
+    if allow_dense and not has_24_tile(W):
+        W_tune, proxy = tuning_proxy(W), True
+
+    def rand(M):  # drawn on W's device: its values only matter for timing
+        return torch.randn(M, K, dtype=W.dtype, device=W.device)
+
+    base_space = inspector.config_space
+    t0 = time.perf_counter()
+    exec_dec, cfg_dec = inspector.inspect(rand(decode_tokens), W_tune, sparse_arg=1)
+    info_dec = _phase_info(inspector, t0)
+    pin = create_configs(BLOCK_N=[cfg_dec["BLOCK_N"]], BLOCK_K=[cfg_dec["BLOCK_K"]])
+    try:
+        inspector.set_configs(pin if base_space is None else base_space & pin)
+        t0 = time.perf_counter()
+        exec_pre, cfg_pre = inspector.inspect(rand(prefill_tokens), W_tune, sparse_arg=1)
+        info_pre = _phase_info(inspector, t0)
+    finally:
+        inspector.set_configs(base_space)
+    t0 = time.perf_counter()
+    Wc = inspector.compress(W, cfg_dec)
+    compress_s = time.perf_counter() - t0
+    if not isinstance(Wc, CompressedWeight):
+        raise TypeError(f"the decode config {cfg_dec.get('schedule')!r} is a user schedule whose compressor returns "
+                        f"{type(Wc).__name__}; MixedModule needs a stoicc CompressedWeight (built-in schedules)")
+    info = dict(decode=info_dec, prefill=info_pre, compress_s=compress_s, proxy=proxy,
+                decode_tokens=int(decode_tokens), prefill_tokens=int(prefill_tokens))
+    return TunedWeight(Wc, exec_dec, cfg_dec, exec_pre, cfg_pre, info)

@@ -1,0 +1,141 @@
+"""What ``sparsify_`` tells the user: one row per ``nn.Linear`` of the model (converted or kept
+dense, and why), a readable table (``str(report)``) and ``to_dict()`` for JSON."""
+import dataclasses
+
+__all__ = ["LayerRow", "SparsifyReport"]
+
+CONVERTED = "converted"
+
+
+@dataclasses.dataclass
+class LayerRow:
+    """One linear layer. ``status`` is ``"converted"`` or says why the layer stayed dense:
+    ``"dense"`` (every 128x128 tile dense), ``"filtered"`` (``filter_fn`` said no),
+    ``"unsupported"`` (shape, dtype or device the kernels cannot take), ``"shared"`` (weight tied
+    to another module) or ``"failed"`` (tuning or compression raised; the layer is untouched);
+    ``reason`` has the details."""
+    name: str
+    N: int
+    K: int
+    dtype: str
+    status: str
+    reason: str = ""
+    frac_24: float = None          # fractions of the 128x128 tiles (None: not classified)
+    frac_dense: float = None
+    frac_empty: float = None
+    tile: str = None               # the compressed tile shape (BLOCK_N x BLOCK_K)
+    cfg_decoding: dict = None
+    cfg_prefill: dict = None
+    source_decoding: str = None    # tuned / memory cache / disk cache / heuristic
+    source_prefill: str = None
+    ms_decoding: float = None      # the chosen kernel's measured time (None when not timed)
+    ms_prefill: float = None
+    proxy: bool = False            # tuned on a proxy (weight without 2:4 tiles)
+    bytes_before: int = 0
+    bytes_after: int = 0
+    seconds: float = 0.0           # tuning + compression of this layer
+
+    @property
+    def converted(self):
+        return self.status == CONVERTED
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _mib(n):
+    return n / 2 ** 20
+
+
+def _cfg_str(cfg):
+    if not cfg:
+        return "-"
+    inst = str(cfg.get("instance", cfg.get("schedule", "?"))).replace("spmm_", "")
+    split = cfg.get("SPLIT_K")
+    return f"{inst}/{'auto' if split == 0 else split}"
+
+
+class SparsifyReport:
+    """The result of ``sparsify_``: ``rows`` (``LayerRow``), totals, a table (``str``) and
+    ``to_dict()``."""
+
+    def __init__(self, rows, *, elapsed_s=0.0, decode_tokens=None, prefill_tokens=None, device=None):
+        self.rows = list(rows)
+        self.elapsed_s = float(elapsed_s)
+        self.decode_tokens, self.prefill_tokens = decode_tokens, prefill_tokens
+        self.device = device
+
+    # ---- totals ---------------------------------------------------------------------------
+
+    @property
+    def converted(self):
+        return [r for r in self.rows if r.converted]
+
+    @property
+    def kept_dense(self):
+        return [r for r in self.rows if not r.converted]
+
+    @property
+    def bytes_before(self):
+        return sum(r.bytes_before for r in self.rows)
+
+    @property
+    def bytes_after(self):
+        return sum(r.bytes_after for r in self.rows)
+
+    @property
+    def tuning_s(self):
+        return sum(r.seconds for r in self.converted)
+
+    def __getitem__(self, name):
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def to_dict(self):
+        return dict(layers=[r.to_dict() for r in self.rows], converted=len(self.converted),
+                    kept_dense=len(self.kept_dense), bytes_before=self.bytes_before, bytes_after=self.bytes_after,
+                    ratio=self.bytes_after / self.bytes_before if self.bytes_before else None,
+                    tuning_s=self.tuning_s, elapsed_s=self.elapsed_s, decode_tokens=self.decode_tokens,
+                    prefill_tokens=self.prefill_tokens, device=self.device)
+
+    # ---- text -------------------------------------------------------------------------------
+
+    def summary(self):
+        by_status = {}
+        for r in self.rows:
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+        kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        ratio = self.bytes_after / self.bytes_before if self.bytes_before else float("nan")
+        return (f"sparsify_: {len(self.rows)} linear layers ({kinds}); linear weights "
+                f"{_mib(self.bytes_before):.1f} MiB -> {_mib(self.bytes_after):.1f} MiB ({ratio:.3f}x); "
+                f"tuning + compression {self.tuning_s:.2f} s of {self.elapsed_s:.2f} s")
+
+    def table(self):
+        head = (f"{'layer':<40} {'N x K':>11} {'2:4':>5} {'dense':>5} {'empty':>5} {'tile':>7} "
+                f"{'decode kernel':<34} {'prefill kernel':<34} {'MiB before':>10} {'MiB after':>9}  status")
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            def pct(v):
+                return "-" if v is None else f"{100 * v:.0f}%"
+            status = r.status if not r.reason else f"{r.status}: {r.reason}"
+            name = r.name if len(r.name) <= 40 else "..." + r.name[-37:]
+            lines.append(f"{name:<40} {f'{r.N}x{r.K}':>11} {pct(r.frac_24):>5} {pct(r.frac_dense):>5} "
+                         f"{pct(r.frac_empty):>5} {r.tile or '-':>7} {_cfg_str(r.cfg_decoding):<34} "
+                         f"{_cfg_str(r.cfg_prefill):<34} {_mib(r.bytes_before):>10.2f} {_mib(r.bytes_after):>9.2f}  "
+                         f"{status}")
+        lines.append("-" * len(head))
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    __str__ = table
+
+    def __repr__(self):
+        return f"<SparsifyReport {len(self.converted)}/{len(self.rows)} converted>"
