@@ -14,7 +14,6 @@ Writes bench/results/kernels_<gpu>.md and .json (gpu, date, commit, records).
 import argparse
 import datetime
 import json
-import math
 import os
 import subprocess
 import sys

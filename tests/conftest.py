@@ -37,3 +37,17 @@ def assert_matches(y, ref, dtype, what=""):
     scale = ref.abs().max().item() + 1e-6
     err = (y.double() - ref).abs().max().item()
     assert err <= 2 * eps * scale + 1e-4 * scale, f"max |err| {err:.4g} vs max |ref| {scale:.4g} {what}"
+
+
+@pytest.fixture
+def fresh_tuning_cache(tmp_path, monkeypatch):
+    """An empty tuning cache (disk directory and memory) and no cache switches set, so that
+    tuning tests neither read nor leave state behind."""
+    from stoicc_ext import inspector, tuning_cache
+    monkeypatch.setenv("STOICC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
+    monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)
+    tuning_cache.clear_memory()
+    inspector._WARNED.clear()
+    yield
+    tuning_cache.clear_memory()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import stoicc_ext
-from stoicc_ext import demo, timing, tuning_cache
+from stoicc_ext import demo, timing
 from stoicc_ext.synthetic import random_patch_weight
 
 from conftest import needs_ext
@@ -17,13 +17,9 @@ pytestmark = needs_ext
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("STOICC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
-    monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)
-    tuning_cache.clear_memory()
+def fresh_cache(fresh_tuning_cache):
+    """Every test here starts from an empty tuning cache (conftest.fresh_tuning_cache)."""
     yield
-    tuning_cache.clear_memory()
 
 
 def test_cpu_path_runs_and_writes_json(tmp_path, capsys):

@@ -10,8 +10,6 @@ from torch import nn
 
 import stoicc_ext
 import stoicc_ext as STOICC
-from stoicc_ext import tuning_cache
-from stoicc_ext import inspector as insp_mod
 from stoicc_ext.mixed_module import MixedModule
 from stoicc_ext.recipe import tune_weight, tuning_proxy, has_24_tile
 from stoicc_ext.synthetic import random_patch_weight
@@ -24,14 +22,9 @@ gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")]
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("STOICC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
-    monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)
-    tuning_cache.clear_memory()
-    insp_mod._WARNED.clear()
+def fresh_cache(fresh_tuning_cache):
+    """Every test here starts from an empty tuning cache (conftest.fresh_tuning_cache)."""
     yield
-    tuning_cache.clear_memory()
 
 
 def weight(N=256, K=384, frac=0.6, empty=0.1, dtype=torch.float16, device="cpu", seed=0):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import stoicc_ext as STOICC
-from stoicc_ext import TileType, classify_tiles, tuning_cache
+from stoicc_ext import TileType, classify_tiles
 from stoicc_ext.mixed_module import MixedModule
 from stoicc_ext.synthetic import prune_to_24
 
@@ -24,13 +24,9 @@ LAYER_LINEARS = 14          # 2 layers x (q, k, v, o, gate, up, down)
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("STOICC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
-    monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)
-    tuning_cache.clear_memory()
+def fresh_cache(fresh_tuning_cache):
+    """Every test here starts from an empty tuning cache (conftest.fresh_tuning_cache)."""
     yield
-    tuning_cache.clear_memory()
 
 
 def close(a, b, atol=3e-2):

@@ -11,7 +11,7 @@ import torch
 import stoicc_ext
 from stoicc_ext.synthetic import random_patch_weight
 
-from conftest import DEVICES, HAS_CUDA, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
+from conftest import DEVICES, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
 
 pytestmark = needs_ext
 

@@ -5,7 +5,7 @@ import torch
 import stoicc_ext
 from stoicc_ext.synthetic import random_patch_weight
 
-from conftest import DEVICES, HAS_CUDA, needs_cuda, needs_ext
+from conftest import DEVICES, needs_cuda, needs_ext
 
 pytestmark = needs_ext
 N, K = 256, 256
