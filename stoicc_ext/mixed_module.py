@@ -96,7 +96,9 @@ class MixedModule(nn.Module):
             executor, cfg = self.exec_decoding, self.cfg_decoding
         else:
             executor, cfg = self.exec_prefill, self.cfg_prefill
-        y = executor(x2, *self.compressed_tensors(), bias=self.bias, M=x2.shape[0], N=self.N, K=self.K, **cfg)
+        b = self._buffers  # direct dict reads: nn.Module.__getattr__ per buffer costs on every call
+        y = executor(x2, *[b[n] for n in self._wc_names], bias=b["bias"], M=x2.shape[0], N=self.N, K=self.K,
+                     **cfg)
         return y.view(*lead, self.N)
 
     # ---- accessors --------------------------------------------------------------------------

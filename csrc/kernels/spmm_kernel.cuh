@@ -211,19 +211,12 @@ struct SpmmKernel {
       // The weight tile is one contiguous block: one thread moves it with one or two bulk copies
       // completed on the slot's mbarrier.
       if (tid == 0) {
-#ifdef STOICC_EXP_NO_META  // timing experiment only: wrong results
-        mbar_expect_tx(&full_bar[slot], sparse ? kSparseValBytes : kWBytes);
-        if (sparse) {
-          bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
-        } else {
-#else
         mbar_expect_tx(&full_bar[slot], sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes);
         if (sparse) {
           bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
           bulk_g2s(sw + kSparseValBytes, s_meta + (size_t)t * kSparseMetaBytes, kSparseMetaBytes, &full_bar[slot],
                    policy);
         } else {
-#endif
           bulk_g2s(sw, gv, kWBytes, &full_bar[slot], policy);
         }
       }
@@ -241,14 +234,12 @@ struct SpmmKernel {
       // The X slice (BM rows of BK, L2-resident: every CTA reads X) goes by 16-byte cp.async from
       // all threads on both paths: as bulk copies its many small rows would queue behind each
       // other in the SM's copy engine. Rows past M are zero-filled.
-#ifndef STOICC_EXP_NO_X  // timing experiment only: wrong results
 #pragma unroll
       for (int c = tid; c < BM * (BK / 8); c += kThreads) {
         const int r = c / (BK / 8), ch = c % (BK / 8);
         const bool ok = r < rows_valid;
         cp_async16(sx + r * kXRowBytes + ch * 16, ok ? gx + (size_t)r * a.ldx + ch * 8 : x, ok ? 16 : 0);
       }
-#endif
     };
 
     float acc[kMT][kNT][4];
@@ -395,14 +386,12 @@ struct SpmmKernel {
       };
       // Skip leading empty segments in the issue cursor.
       while (is < nseg && ij >= segs[is].j1) { ++is; if (is < nseg) ij = segs[is].j0; }
-      int in_flight = 0;
 #pragma unroll 1
       for (int s = 0; s < STAGES - 1; ++s) {
         if (is < nseg) {
           int ls = slot + s; if (ls >= STAGES) ls -= STAGES;
           load_item(segs[is], ij, ls);
           advance(is, ij);
-          ++in_flight;
         }
         cp_async_commit();
       }
@@ -434,7 +423,6 @@ struct SpmmKernel {
       cp_async_wait<0>();
       __syncthreads();  // segs[] and the pipeline buffers are reused by the next batch
       costs_in_smem = false;
-      (void)in_flight;
     }
 
 #ifdef STOICC_BULK_COPY
