@@ -48,7 +48,7 @@ def sources():
         inst = [p for p in inst if any(s in os.path.basename(p) for s in only)]
         if not inst:
             raise SystemExit(f"STOICC_INSTANCES={only} matches no instance in csrc/instances")
-    base = ["csrc/ops.cpp", "csrc/dispatch.cpp", "csrc/spmm_cpu.cpp", "csrc/instances/registry.cpp"]
+    base = ["csrc/ops.cpp", "csrc/dispatch.cpp", "csrc/spmm_cpu.cpp", "csrc/densify.cu", "csrc/instances/registry.cpp"]
     return base + inst
 
 

@@ -25,9 +25,13 @@ Written: ``bench/results/e2e_<gpu>.md`` and ``.json``: ``{gpu, date, commit, set
 [{sparsity, speedup, dense_ms, stoicc_ms, prefill_ms, decode_step_ms, weight_bytes_ratio,
 peak_bytes_ratio, agreement, ...}], tile_choices, prefill_price, timing}``.
 
-    PYTHONPATH=$PWD python bench/e2e.py                       # the full run on a GPU
-    PYTHONPATH=$PWD python bench/e2e.py --layers 4            # a quick one
-    PYTHONPATH=$PWD python bench/e2e.py --tiny --device cpu   # dry run of the pipeline, no timing
+    bash scripts/run.sh                                       # the README's main command: this, set up first
+    PYTHONPATH=$PWD python bench/e2e.py                       # GPU: 7B architecture, 4 layers (--preset small)
+    PYTHONPATH=$PWD python bench/e2e.py --full                # GPU: the spec's full 32-layer Llama-2-7B
+    PYTHONPATH=$PWD python bench/e2e.py --device cpu          # CPU: a tiny Llama, dry run of the pipeline, no timing
+
+Results go to ``bench/results/e2e_<gpu>.md`` for the full model, ``e2e_<gpu>_<preset>_<layers>l.md``
+otherwise (nothing is written on the CPU unless ``--out-dir`` is given).
 
 Needs ``transformers`` >= 5 (``StaticCache(config=, max_cache_len=)``, cache positions kept by
 the cache itself).
@@ -51,12 +55,20 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
+from stoicc_ext.densify import densify_schedule  # noqa: E402
 from stoicc_ext.recipe import tune_weight, tuning_proxy  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
 TINY = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=4, vocab_size=512, max_position_embeddings=256, rms_norm_eps=1e-5)
+# Run sizes: the spec's set-up (7b), the same architecture with fewer layers (small: what the
+# README's main command runs on any GPU), and a tiny model for a CPU dry run of the pipeline.
+PRESETS = {
+    "7b": dict(arch=LLAMA2_7B, layers=32, batch=16, prompt=128, new_tokens=128),
+    "small": dict(arch=LLAMA2_7B, layers=4, batch=16, prompt=128, new_tokens=128),
+    "tiny": dict(arch=TINY, layers=2, batch=2, prompt=16, new_tokens=8),
+}
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 LAYER_FILTER = ".layers."      # PATCH's release masks these; lm_head and embeddings stay dense
 
@@ -248,12 +260,14 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats):
 # --------------------------------------------------------------------------------------
 
 def make_inspector(space, repeats):
-    """``fast``: the split_k and sequential schedules (stream_k never won the H100 sweep), fewer
-    timing repeats; ``full``: every built-in schedule, the Inspector's default repeats."""
+    """``fast``: the split_k and sequential schedules (stream_k never won the H100 sweep) and the
+    densify schedule (expand + cuBLAS, for prefill), fewer timing repeats; ``full``: the
+    Inspector's defaults (every built-in schedule and densify, its default repeats)."""
     if space == "full":
         return STOICC.Inspector(use_default_configs=True, verbose=False)
     return STOICC.Inspector(use_default_configs=False, verbose=False, repeats=repeats, warmup=2,
-                            schedules={"split_k": STOICC.Schedule(), "sequential": STOICC.Schedule()})
+                            schedules={"split_k": STOICC.Schedule(), "sequential": STOICC.Schedule(),
+                                       "densify": densify_schedule()})
 
 
 def _kernel(cfg):
@@ -471,20 +485,25 @@ def write_results(res, out_dir, tag):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="bench/e2e.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default 32; --tiny: 2)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                    help="the model and run sizes: small (the default on a GPU: the Llama-2-7B architecture with "
+                         f"{PRESETS['small']['layers']} decoder layers, fits any GPU), 7b (the spec's full 32-layer "
+                         "model, about 2 x 13.5 GB), tiny (the default on the CPU: hidden 256, 2 layers, a dry run "
+                         "of the pipeline)")
+    ap.add_argument("--full", dest="preset", action="store_const", const="7b", help="same as --preset 7b")
+    ap.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="same as --preset tiny")
+    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: the preset's)")
     ap.add_argument("--sparsities", default="0,25,35,45", help="comma list in percent (default 0,25,35,45)")
-    ap.add_argument("--batch", type=int, default=None, help="batch (default 16; --tiny: 2)")
-    ap.add_argument("--prompt", type=int, default=None, help="prompt length (default 128; --tiny: 16)")
-    ap.add_argument("--new-tokens", type=int, default=None, help="new tokens (default 128; --tiny: 8)")
+    ap.add_argument("--batch", type=int, default=None, help="batch (default 16; tiny: 2)")
+    ap.add_argument("--prompt", type=int, default=None, help="prompt length (default 128; tiny: 16)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="new tokens (default 128; tiny: 8)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     ap.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
-    ap.add_argument("--tiny", action="store_true",
-                    help="a tiny Llama (hidden 256, 2 layers, vocab 512) for a dry run of the pipeline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="timed generations per model (median; default 3)")
     ap.add_argument("--tune-space", choices=("fast", "full"), default="fast",
-                    help="fast: split_k + sequential schedules, 7 timing repeats (default); full: every built-in "
-                         "schedule, the Inspector's defaults")
+                    help="fast: split_k, sequential and densify schedules, 7 timing repeats (default); full: every "
+                         "schedule of the Inspector, its default repeats")
     ap.add_argument("--tune-repeats", type=int, default=7, help="timing repeats per candidate for --tune-space fast")
     ap.add_argument("--fresh-cache", action="store_true",
                     help="tune into an empty temporary cache directory (cold tuning times)")
@@ -498,12 +517,14 @@ def parse_args(argv=None):
     ap.add_argument("--verbose", action="store_true", help="one line per converted layer")
     args = ap.parse_args(argv)
     args.argv = " ".join(argv if argv is not None else sys.argv[1:])
-    args.arch = TINY if args.tiny else LLAMA2_7B
-    tiny_defaults = dict(layers=2, batch=2, prompt=16, new_tokens=8)
-    full_defaults = dict(layers=32, batch=16, prompt=128, new_tokens=128)
-    for k, v in (tiny_defaults if args.tiny else full_defaults).items():
+    gpu_here = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
+    if args.preset is None:
+        args.preset = "small" if gpu_here else "tiny"
+    preset = PRESETS[args.preset]
+    args.arch = preset["arch"]
+    for k in ("layers", "batch", "prompt", "new_tokens"):
         if getattr(args, k) is None:
-            setattr(args, k, v)
+            setattr(args, k, preset[k])
     if min(args.layers, args.batch, args.prompt) < 1 or args.new_tokens < 2:
         ap.error("--layers, --batch, --prompt must be >= 1 and --new-tokens >= 2")
     try:
@@ -537,8 +558,9 @@ def main(argv=None):
         gpu = torch.cuda.get_device_name(args.device)
     else:
         gpu = "cpu"
-        log("no GPU: a dry run of the pipeline (build, prune, convert, generate, compare); no timing, no CUDA "
-            "graphs. Speed needs a GPU.")
+        log(f"no GPU: a dry run of the pipeline on the {args.preset} model (build, prune, convert, generate, compare "
+            "with dense); no timing, no CUDA graphs. Speed needs a GPU: there, the same command times the 7B "
+            "architecture (--full: all 32 layers) against cuBLAS.")
     if args.fresh_cache:
         os.environ["STOICC_CACHE_DIR"] = tempfile.mkdtemp(prefix="stoicc_e2e_cache_")
     commit = os.environ.get("STOICC_COMMIT") or subprocess.run(
@@ -559,7 +581,8 @@ def main(argv=None):
         prices[str(s)] = pr
     total_s = time.perf_counter() - t_all
 
-    setup = dict(arch=dict(args.arch, num_hidden_layers=args.layers), layers=args.layers, batch=args.batch,
+    setup = dict(preset=args.preset, arch=dict(args.arch, num_hidden_layers=args.layers), layers=args.layers,
+                 batch=args.batch,
                  prompt=args.prompt, new_tokens=args.new_tokens, dtype=str(args.dtype).replace("torch.", ""),
                  seed=args.seed, repeats=args.repeats, tune_space=args.tune_space, graphs=on_gpu and not args.no_graphs,
                  pruner="stoicc_ext.prune_patch_oneshot_ (128x128 tiles, global target, 2:4-loss scores)",
@@ -583,7 +606,8 @@ def main(argv=None):
         f"{res['timing']['price_s']:.0f} s)")
     out_dir = args.out_dir or (os.path.join(REPO, "bench", "results") if on_gpu else None)
     if out_dir:
-        tag = args.tag or gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_")
+        tag = args.tag or (gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_")
+                           + ("" if (args.preset, args.layers) == ("7b", 32) else f"_{args.preset}_{args.layers}l"))
         md, js = write_results(res, out_dir, tag)
         log(f"wrote {md} and {js}")
     return res

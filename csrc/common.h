@@ -81,4 +81,14 @@ inline size_t counter_ints(const InstanceInfo& in, int M, int N) {
 // Returns nullptr or an error message (index corruption found while reading).
 const char* spmm_cpu(const SpmmArgs& a, DType dt, int block_n, int block_k);
 
+// CPU reference of densify: out[N, K] (float32, host) = the dense weight of `a` (x, y, bias
+// unused). Returns nullptr or an error message, like spmm_cpu.
+const char* densify_cpu(const SpmmArgs& a, int block_n, int block_k, float* out);
+
+// densify on the GPU (csrc/densify.cu): writes the dense weight of `a` into out[N, K] (2-byte
+// values, row-major) on `stream`. One CTA per tile; empty tiles are written as zeros. Indices
+// are clamped like the GEMM's (a corrupted tuple gives garbage, never a fault). Returns 0 or a
+// cudaError_t value.
+int densify_cuda(const SpmmArgs& a, int block_n, int block_k, void* out, void* stream);
+
 }  // namespace stoicc

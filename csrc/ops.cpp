@@ -36,30 +36,64 @@ const char* dtype_name(ScalarType t) {
 }
 
 #define CHECK_ARG(cond, ...) STD_TORCH_CHECK(cond, "stoicc.spmm: ", __VA_ARGS__)
+// Checks shared by spmm and densify: `op` names the op in the message, `ref_name` the tensor
+// whose device everything must share.
+#define CHECK_OP(cond, ...) STD_TORCH_CHECK(cond, op, ": ", __VA_ARGS__)
 
 // The seven tensors of the compressed weight (docs/format.md section 2).
 struct Compressed {
   Tensor s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals;
 };
 
-void check_index_tensor(const Tensor& t, const char* name, int64_t want_len, const Tensor& x) {
-  CHECK_ARG(t.scalar_type() == ScalarType::Int, name, " must be int32, got ", dtype_name(t.scalar_type()));
-  CHECK_ARG(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
-  CHECK_ARG(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
-            " is on another device than x");
+void check_index_tensor(const char* op, const Tensor& t, const char* name, int64_t want_len, const Tensor& x,
+                        const char* ref_name) {
+  CHECK_OP(t.scalar_type() == ScalarType::Int, name, " must be int32, got ", dtype_name(t.scalar_type()));
+  CHECK_OP(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
+  CHECK_OP(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
+           " is on another device than ", ref_name);
   if (want_len >= 0)
-    CHECK_ARG(t.numel() == want_len, name, " has ", t.numel(), " entries, expected ", want_len,
-              " (is the tuple from a compression with other N, K or tile shape?)");
+    CHECK_OP(t.numel() == want_len, name, " has ", t.numel(), " entries, expected ", want_len,
+             " (is the tuple from a compression with other N, K or tile shape?)");
 }
 
-void check_value_tensor(const Tensor& t, const char* name, int64_t want_len, const Tensor& x, ScalarType want_dt) {
-  CHECK_ARG(t.scalar_type() == want_dt, name, " must have dtype ", dtype_name(want_dt), ", got ",
-            dtype_name(t.scalar_type()));
-  CHECK_ARG(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
-  CHECK_ARG(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
-            " is on another device than x");
-  CHECK_ARG(t.numel() == want_len, name, " has ", t.numel(), " elements, expected ", want_len,
-            " for the number of stored tiles");
+void check_value_tensor(const char* op, const Tensor& t, const char* name, int64_t want_len, const Tensor& x,
+                        ScalarType want_dt, const char* ref_name) {
+  CHECK_OP(t.scalar_type() == want_dt, name, " must have dtype ", dtype_name(want_dt), ", got ",
+           dtype_name(t.scalar_type()));
+  CHECK_OP(t.dim() == 1, name, " must be 1-D, got ", t.dim(), " dimensions");
+  CHECK_OP(t.get_device_index() == x.get_device_index() && t.is_cuda() == x.is_cuda(), name,
+           " is on another device than ", ref_name);
+  CHECK_OP(t.numel() == want_len, name, " has ", t.numel(), " elements, expected ", want_len,
+           " for the number of stored tiles");
+}
+
+// Validates the tile shape, N and K, and the seven compressed tensors against them (dtype `dt`,
+// on the device of `ref`). Shared by spmm (ref = x) and densify (ref = the values).
+void check_weight(const char* op, const Compressed& w, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
+                  ScalarType dt, const Tensor& ref, const char* ref_name) {
+  CHECK_OP(block_n == 64 || block_n == 128, "block_n must be 64 or 128, got ", block_n);
+  CHECK_OP(block_k == 64 || block_k == 128, "block_k must be 64 or 128, got ", block_k);
+  CHECK_OP(N > 0 && K > 0, "N and K must be positive, got N=", N, " K=", K);
+  CHECK_OP(N % block_n == 0, "N=", N, " is not a multiple of block_n=", block_n, " (stoicc does not pad)");
+  CHECK_OP(K % block_k == 0, "K=", K, " is not a multiple of block_k=", block_k, " (stoicc does not pad)");
+  CHECK_OP(N < (1LL << 31) && K < (1LL << 31), "N and K must fit in int32");
+  CHECK_OP(K / block_k <= 512, "K=", K, " has more than 512 tiles of ", block_k, " per row (kernel limit)");
+  const int64_t TR = N / block_n;
+  check_index_tensor(op, w.s_ptr, "sparse_row_ptr", TR + 1, ref, ref_name);
+  check_index_tensor(op, w.s_cols, "sparse_cols", -1, ref, ref_name);
+  check_index_tensor(op, w.d_ptr, "dense_row_ptr", TR + 1, ref, ref_name);
+  check_index_tensor(op, w.d_cols, "dense_cols", -1, ref, ref_name);
+  const int64_t nS = w.s_cols.numel(), nD = w.d_cols.numel();
+  check_value_tensor(op, w.s_vals, "sparse_values", nS * block_n * block_k / 2, ref, dt, ref_name);
+  CHECK_OP(w.s_meta.scalar_type() == ScalarType::Int, "sparse_meta must be int32, got ",
+           dtype_name(w.s_meta.scalar_type()));
+  CHECK_OP(w.s_meta.dim() == 1 && w.s_meta.numel() == nS * block_n * block_k / 32, "sparse_meta has ",
+           w.s_meta.numel(), " words, expected ", nS * block_n * block_k / 32);
+  CHECK_OP(w.s_meta.get_device_index() == ref.get_device_index() && w.s_meta.is_cuda() == ref.is_cuda(),
+           "sparse_meta is on another device than ", ref_name);
+  check_value_tensor(op, w.d_vals, "dense_values", nD * block_n * block_k, ref, dt, ref_name);
+  for (const Tensor* t : {&w.s_ptr, &w.s_cols, &w.s_vals, &w.s_meta, &w.d_ptr, &w.d_cols, &w.d_vals})
+    CHECK_OP(t->is_contiguous(), "the compressed weight tensors must be contiguous");
 }
 
 // Validates shapes, dtypes and devices of everything, and returns X as a tensor whose rows the
@@ -70,31 +104,9 @@ Tensor check_args(const Tensor& x, const Compressed& w, const std::optional<Tens
   const ScalarType dt = x.scalar_type();
   CHECK_ARG(dt == ScalarType::Half || dt == ScalarType::BFloat16, "x must be float16 or bfloat16, got ",
             dtype_name(dt));
-  CHECK_ARG(block_n == 64 || block_n == 128, "block_n must be 64 or 128, got ", block_n);
-  CHECK_ARG(block_k == 64 || block_k == 128, "block_k must be 64 or 128, got ", block_k);
-  CHECK_ARG(N > 0 && K > 0, "N and K must be positive, got N=", N, " K=", K);
-  CHECK_ARG(N % block_n == 0, "N=", N, " is not a multiple of block_n=", block_n, " (stoicc does not pad)");
-  CHECK_ARG(K % block_k == 0, "K=", K, " is not a multiple of block_k=", block_k, " (stoicc does not pad)");
-  CHECK_ARG(N < (1LL << 31) && K < (1LL << 31), "N and K must fit in int32");
-  CHECK_ARG(K / block_k <= 512, "K=", K, " has more than 512 tiles of ", block_k, " per row (kernel limit)");
   CHECK_ARG(x.size(1) == K, "x has ", x.size(1), " columns but the weight has K=", K);
   CHECK_ARG(x.size(0) < (1LL << 31), "M must fit in int32");
-  const int64_t TR = N / block_n;
-  check_index_tensor(w.s_ptr, "sparse_row_ptr", TR + 1, x);
-  check_index_tensor(w.s_cols, "sparse_cols", -1, x);
-  check_index_tensor(w.d_ptr, "dense_row_ptr", TR + 1, x);
-  check_index_tensor(w.d_cols, "dense_cols", -1, x);
-  const int64_t nS = w.s_cols.numel(), nD = w.d_cols.numel();
-  check_value_tensor(w.s_vals, "sparse_values", nS * block_n * block_k / 2, x, dt);
-  CHECK_ARG(w.s_meta.scalar_type() == ScalarType::Int, "sparse_meta must be int32, got ",
-            dtype_name(w.s_meta.scalar_type()));
-  CHECK_ARG(w.s_meta.dim() == 1 && w.s_meta.numel() == nS * block_n * block_k / 32, "sparse_meta has ",
-            w.s_meta.numel(), " words, expected ", nS * block_n * block_k / 32);
-  CHECK_ARG(w.s_meta.get_device_index() == x.get_device_index() && w.s_meta.is_cuda() == x.is_cuda(),
-            "sparse_meta is on another device than x");
-  check_value_tensor(w.d_vals, "dense_values", nD * block_n * block_k, x, dt);
-  for (const Tensor* t : {&w.s_ptr, &w.s_cols, &w.s_vals, &w.s_meta, &w.d_ptr, &w.d_cols, &w.d_vals})
-    CHECK_ARG(t->is_contiguous(), "the compressed weight tensors must be contiguous");
+  check_weight("stoicc.spmm", w, N, K, block_n, block_k, dt, x, "x");
   if (bias.has_value()) {
     const Tensor& b = *bias;
     CHECK_ARG(b.scalar_type() == dt, "bias must have x's dtype ", dtype_name(dt), ", got ",
@@ -211,6 +223,61 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   return y;
 }
 
+// --- densify: the dense weight, for the prefill schedule that hands the GEMM to cuBLAS ---------
+
+#define CHECK_DENSIFY(cond, ...) STD_TORCH_CHECK(cond, "stoicc.densify: ", __VA_ARGS__)
+
+// Checks the weight (dtype from its values) and fills the pointer fields of SpmmArgs.
+SpmmArgs densify_args(const Compressed& w, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+  const ScalarType dt = w.d_vals.scalar_type();
+  CHECK_DENSIFY(dt == ScalarType::Half || dt == ScalarType::BFloat16,
+                "dense_values must be float16 or bfloat16, got ", dtype_name(dt));
+  check_weight("stoicc.densify", w, N, K, block_n, block_k, dt, w.d_vals, "dense_values");
+  CHECK_DENSIFY((N / block_n) * (K / block_k) < (1LL << 31), "too many tiles for one launch");
+  SpmmArgs a{};
+  a.s_ptr = static_cast<const int32_t*>(w.s_ptr.data_ptr());
+  a.s_cols = static_cast<const int32_t*>(w.s_cols.data_ptr());
+  a.s_vals = w.s_vals.data_ptr();
+  a.s_meta = static_cast<const uint32_t*>(w.s_meta.data_ptr());
+  a.d_ptr = static_cast<const int32_t*>(w.d_ptr.data_ptr());
+  a.d_cols = static_cast<const int32_t*>(w.d_cols.data_ptr());
+  a.d_vals = w.d_vals.data_ptr();
+  a.N = (int)N;
+  a.K = (int)K;
+  a.n_sparse = (int)w.s_cols.numel();
+  a.n_dense = (int)w.d_cols.numel();
+  return a;
+}
+
+Tensor densify_cpu_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
+                        Tensor d_vals, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+  Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
+  SpmmArgs a = densify_args(w, N, K, block_n, block_k);
+  const ScalarType dt = d_vals.scalar_type();
+  auto f32 = [](const Tensor& t) { return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float)); };
+  Tensor svf = f32(s_vals), dvf = f32(d_vals);
+  a.s_vals = svf.data_ptr();
+  a.d_vals = dvf.data_ptr();
+  Tensor outf = torch::stable::empty({N, K}, ScalarType::Float, std::nullopt, d_vals.device());
+  const char* err = densify_cpu(a, (int)block_n, (int)block_k, static_cast<float*>(outf.data_ptr()));
+  STD_TORCH_CHECK(err == nullptr, "stoicc.densify: corrupted compressed weight: ", err ? err : "");
+  return torch::stable::to(outf, dt);  // exact: every value came from an fp16/bf16 tensor
+}
+
+Tensor densify_cuda_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
+                         Tensor d_vals, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+  Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
+  SpmmArgs a = densify_args(w, N, K, block_n, block_k);
+  const int device = d_vals.get_device_index();
+  torch::stable::accelerator::DeviceGuard guard(device);
+  Tensor out = torch::stable::empty({N, K}, d_vals.scalar_type(), std::nullopt, d_vals.device());
+  void* stream = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
+  const int rc = densify_cuda(a, (int)block_n, (int)block_k, out.data_ptr(), stream);
+  STD_TORCH_CHECK(rc == 0, "stoicc.densify: launch failed: ", cudaGetErrorString((cudaError_t)rc));
+  return out;
+}
+
 // --- Introspection of the compiled instances (the manifest's binary side) ---------------------
 
 int64_t num_instances() { return kNumInstances; }
@@ -248,6 +315,11 @@ STABLE_TORCH_LIBRARY(stoicc, m) {
       "spmm(Tensor x, Tensor sparse_row_ptr, Tensor sparse_cols, Tensor sparse_values, Tensor sparse_meta, "
       "Tensor dense_row_ptr, Tensor dense_cols, Tensor dense_values, Tensor? bias, int N, int K, int block_n, "
       "int block_k, int instance=-1, int split_k=0) -> Tensor");
+  // The dense [N, K] weight of a compressed one (the prefill schedule "densify" feeds it to cuBLAS).
+  m.def(
+      "densify(Tensor sparse_row_ptr, Tensor sparse_cols, Tensor sparse_values, Tensor sparse_meta, "
+      "Tensor dense_row_ptr, Tensor dense_cols, Tensor dense_values, int N, int K, int block_n, int block_k) "
+      "-> Tensor");
   // Number of compiled kernel instances.
   m.def("num_instances() -> int");
   // [block_m, block_n, block_k, warps_n, warps_m, stages, schedule (0 seq, 1 split_k, 2 stream_k), min_sm,
@@ -261,9 +333,15 @@ STABLE_TORCH_LIBRARY(stoicc, m) {
   m.def("default_config(int M, int N, int K, int block_n, int block_k, int n_sparse, int n_dense) -> int[]");
 }
 
-STABLE_TORCH_LIBRARY_IMPL(stoicc, CPU, m) { m.impl("spmm", TORCH_BOX(&stoicc::spmm_cpu_impl)); }
+STABLE_TORCH_LIBRARY_IMPL(stoicc, CPU, m) {
+  m.impl("spmm", TORCH_BOX(&stoicc::spmm_cpu_impl));
+  m.impl("densify", TORCH_BOX(&stoicc::densify_cpu_impl));
+}
 
-STABLE_TORCH_LIBRARY_IMPL(stoicc, CUDA, m) { m.impl("spmm", TORCH_BOX(&stoicc::spmm_cuda_impl)); }
+STABLE_TORCH_LIBRARY_IMPL(stoicc, CUDA, m) {
+  m.impl("spmm", TORCH_BOX(&stoicc::spmm_cuda_impl));
+  m.impl("densify", TORCH_BOX(&stoicc::densify_cuda_impl));
+}
 
 STABLE_TORCH_LIBRARY_IMPL(stoicc, CompositeExplicitAutograd, m) {
   m.impl("num_instances", TORCH_BOX(&stoicc::num_instances));

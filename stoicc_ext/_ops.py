@@ -7,7 +7,7 @@ import torch
 
 from ._library import extension_loaded, extension_error
 
-_OP_NAMES = ("spmm",)
+_OP_NAMES = ("spmm", "densify")
 
 
 def _require_extension():
@@ -25,6 +25,13 @@ if extension_loaded:
         torch._check(x.dtype in (torch.float16, torch.bfloat16), lambda: "stoicc.spmm: x must be fp16 or bf16")
         return x.new_empty((x.shape[0], N))
 
+    @torch.library.register_fake("stoicc::densify")
+    def _densify_fake(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
+                      dense_values, N, K, block_n, block_k):
+        torch._check(dense_values.dtype in (torch.float16, torch.bfloat16),
+                     lambda: "stoicc.densify: dense_values must be fp16 or bf16")
+        return dense_values.new_empty((N, K))
+
 
 def spmm(x, Wc, bias=None, *, instance=-1, split_k=0):
     """Y = x @ W.T (+ bias) from the compressed weight `Wc` (a CompressedWeight).
@@ -38,3 +45,11 @@ def spmm(x, Wc, bias=None, *, instance=-1, split_k=0):
     y = torch.ops.stoicc.spmm(x.reshape(-1, x.shape[-1]), *Wc, bias, Wc.N, Wc.K, Wc.block_n, Wc.block_k,
                               instance, split_k)
     return y.reshape(*lead, Wc.N)
+
+
+def densify(Wc):
+    """The dense ``[N, K]`` weight of ``Wc`` as one ``torch.ops.stoicc.densify`` call (a CUDA kernel
+    on the GPU; the C++ reference on the CPU). Same values as ``stoicc_ext.decompress``, which
+    also validates the tuple; this is the fast path that the ``densify`` schedule runs per call."""
+    _require_extension()
+    return torch.ops.stoicc.densify(*Wc, Wc.N, Wc.K, Wc.block_n, Wc.block_k)

@@ -39,6 +39,7 @@ from .configs import ConfigSpace, create_configs
 from .format import compress as _compress
 from .inspect_report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
 from .instances import manifest
+from .densify import LIBRARY_SCHEDULES
 from .schedules import BUILTIN_SCHEDULES, Schedule, _bind, _qualname, _user_compress, _user_config_of
 from .tile_map import TileType, classify_tiles
 from .tuner import _tune, default_timer
@@ -147,7 +148,8 @@ class Inspector:
 
     Arguments:
       use_default_configs: include the built-in schedules ("sequential", "split_k", "stream_k")
-        with every compiled instance of this build.
+        with every compiled instance of this build, and the library's "densify" schedule
+        (stoicc_ext.densify: expand the weight, then cuBLAS; it wins at prefill sizes).
       schedules: dict name -> ``Schedule``; user schedules are timed side by side with the
         built-in ones; a built-in name with ``Schedule()`` (no launcher) restricts that
         built-in schedule by its ``configs``; a user schedule under a built-in name replaces it.
@@ -165,6 +167,8 @@ class Inspector:
         if use_default_configs:
             for name in BUILTIN_SCHEDULES:
                 self.schedules[name] = Schedule(name=name)
+            for name, make in LIBRARY_SCHEDULES.items():
+                self.schedules[name] = make()
         if schedules is not None:
             if not isinstance(schedules, dict):
                 raise TypeError(f"schedules must be a dict of name -> Schedule, got {type(schedules).__name__}")

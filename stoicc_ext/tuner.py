@@ -70,8 +70,14 @@ def _tune(X, W, cands, props, problem, schedules, timer, verbose):
         else:
             sch = schedules[c["schedule"]]
             ccfg = canonical(c["user_config"])
-            gk = (("user", sch.name) + tuple(repr(ccfg.get(k)) for k in sch.compress_keys)
-                  if sch.compress_keys is not None else ("user", sch.name, json.dumps(_jsonable(ccfg))))
+            if sch.compressor is None and sch.compress_keys == ("BLOCK_N", "BLOCK_K"):
+                # the default compressor is stoicc's compress at the config's tile shape: the
+                # same weight the built-in candidates of that shape read, compressed once
+                gk = ("builtin", int(ccfg["BLOCK_N"]), int(ccfg["BLOCK_K"]))
+            elif sch.compress_keys is not None:
+                gk = ("user", sch.name) + tuple(repr(ccfg.get(k)) for k in sch.compress_keys)
+            else:
+                gk = ("user", sch.name, json.dumps(_jsonable(ccfg)))
         groups.setdefault(gk, []).append(c)
     n_tiles = len({(c["config"].get("BLOCK_N"), c["config"].get("BLOCK_K")) for c in cands})
     progress = _Progress(len(cands), f"{_problem_str(problem)} ({n_tiles} tile shapes)", verbose)

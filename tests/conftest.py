@@ -51,3 +51,25 @@ def fresh_tuning_cache(tmp_path, monkeypatch):
     inspector._WARNED.clear()
     yield
     tuning_cache.clear_memory()
+
+
+class FakeTimer:
+    """timer(fn, args_list, config) -> ms without running anything: `score(config)` decides.
+
+    The library's densify schedule (expand + cuBLAS) is a candidate of every default Inspector;
+    unless a test scores it itself (densify_ms=None), it is timed as `densify_ms` (slow), so the
+    tests written for the compiled instances still see those win."""
+
+    def __init__(self, score=None, fail=False, densify_ms=10.0):
+        self.score = score or (lambda c: 1.0 + 0.01 * c.get("SPLIT_K", 0) + 0.001 * c.get("BLOCK_N", 0))
+        self.fail = fail
+        self.densify_ms = densify_ms
+        self.calls = []
+
+    def __call__(self, fn, args_list, config):
+        if self.fail:
+            raise AssertionError("the timer must not be called (cache hit expected)")
+        self.calls.append(dict(config))
+        if config.get("schedule") == "densify" and self.densify_ms is not None:
+            return float(self.densify_ms)
+        return float(self.score(config))

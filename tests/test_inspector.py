@@ -16,7 +16,7 @@ from stoicc_ext import inspector as insp_mod
 from stoicc_ext import tuning_cache
 from stoicc_ext.synthetic import random_patch_weight
 
-from conftest import HAS_CUDA, assert_matches, needs_ext, reference
+from conftest import HAS_CUDA, FakeTimer, assert_matches, needs_ext, reference
 
 pytestmark = needs_ext
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,21 +34,6 @@ def fresh_cache(tmp_path, monkeypatch):
     insp_mod._WARNED.clear()
     yield d
     tuning_cache.clear_memory()
-
-
-class FakeTimer:
-    """timer(fn, args_list, config) -> ms without running anything: `score(config)` decides."""
-
-    def __init__(self, score=None, fail=False):
-        self.score = score or (lambda c: 1.0 + 0.01 * c.get("SPLIT_K", 0) + 0.001 * c.get("BLOCK_N", 0))
-        self.fail = fail
-        self.calls = []
-
-    def __call__(self, fn, args_list, config):
-        if self.fail:
-            raise AssertionError("the timer must not be called (cache hit expected)")
-        self.calls.append(dict(config))
-        return float(self.score(config))
 
 
 def weight(N=256, K=512, frac=0.7, dtype=torch.float16, device="cpu", seed=0, tile=128):
@@ -204,7 +189,10 @@ def test_prefill_candidates_use_the_prefill_instances():
     W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
     _, cfg = STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
-    assert {c["BLOCK_M"] for c in timer.calls} == {128}
+    assert {c["BLOCK_M"] for c in timer.calls if "instance" in c} == {128}
+    # the densify schedule is timed too, once per tile shape that divides W
+    assert sorted((c["BLOCK_N"], c["BLOCK_K"]) for c in timer.calls if c["schedule"] == "densify") == [
+        (64, 64), (64, 128), (128, 64), (128, 128)]
     assert cfg["BLOCK_M"] == 128 and cfg["schedule"] == "sequential"
 
 
@@ -420,7 +408,7 @@ def test_user_schedule_slower_loses_and_failing_launcher_is_recorded(fresh_cache
     def timer(fn, args_list, config):
         if config["schedule"] == "broken":
             fn(*args_list[0])
-        return 5.0 if config["schedule"] == "slow" else 1.0 + 0.01 * config["SPLIT_K"]
+        return 5.0 if config["schedule"] in ("slow", "densify") else 1.0 + 0.01 * config["SPLIT_K"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inspector = STOICC.Inspector(schedules=schedules, timer=timer, verbose=False)

@@ -14,7 +14,7 @@ from stoicc_ext.mixed_module import MixedModule
 from stoicc_ext.recipe import tune_weight, tuning_proxy, has_24_tile
 from stoicc_ext.synthetic import random_patch_weight
 
-from conftest import HAS_CUDA, assert_matches, needs_ext, reference
+from conftest import HAS_CUDA, FakeTimer, assert_matches, needs_ext, reference
 from model_helpers import hidden, patch_model
 
 pytestmark = needs_ext
@@ -219,15 +219,6 @@ def test_from_linear_dense_weight_via_proxy():
     mm = MixedModule.from_linear(linear_of(empty_dense), allow_dense=True)
     assert_matches(mm(x), reference(x, empty_dense), torch.float16)
     assert tuning_proxy(torch.zeros(128, 128, dtype=torch.float16)).count_nonzero() > 0
-
-
-class FakeTimer:
-    def __init__(self, score):
-        self.score, self.calls = score, []
-
-    def __call__(self, fn, args_list, config):
-        self.calls.append(dict(config))
-        return float(self.score(config))
 
 
 def test_recipe_pins_decode_tile_and_restores_the_space():
