@@ -39,6 +39,7 @@ import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
 import bench_kernels  # noqa: E402
 from bench_kernels import clone_wc, patch_weight  # noqa: E402
+from stoicc_ext.densify import densify_executor  # noqa: E402
 from timing import copies_for, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)]
@@ -47,17 +48,22 @@ FRAC = 0.7
 DTYPE = torch.float16
 
 
+def _name(cfg):
+    """A config's instance name; the densify schedule (expand + cuBLAS) has none: "densify"."""
+    return cfg.get("instance", cfg["schedule"])
+
+
 def seed_of(N, K, frac):
     return N * 7 + K + int(frac * 100)   # bench_kernels' seed for the same case
 
 
 def time_config(W, x, cfg, rounds_out, repeats=15):
-    """Time one built-in config with the benchmark protocol (ms)."""
+    """Time one config of the library's schedules with the benchmark protocol (ms)."""
     N, K = W.shape
     Wc = STOICC.compress(W, cfg)
     R = copies_for(Wc.nbytes)
     Wcs = [Wc] + [clone_wc(Wc) for _ in range(R - 1)]
-    ex = STOICC.executor_for(cfg, N, K)
+    ex = densify_executor(cfg) if cfg["schedule"] == "densify" else STOICC.executor_for(cfg, N, K)
     ms = time_graph(lambda *w: ex(x, *w), [tuple(w) for w in Wcs], repeats=repeats)
     rounds_out.append(ms)
     del Wcs
@@ -66,7 +72,9 @@ def time_config(W, x, cfg, rounds_out, repeats=15):
 
 def sweep_config(best):
     """bench_stoicc's best (ms, instance name, split, block, nbytes) as a config dict."""
-    _, name, split, _, _ = best
+    _, name, split, block, _ = best[:5]
+    if name == "densify":
+        return {"BLOCK_N": block[0], "BLOCK_K": block[1], "schedule": "densify"}
     e = next(e for e in STOICC.list_instances() if e["name"] == name)
     return {"BLOCK_M": e["BLOCK_M"], "BLOCK_N": e["BLOCK_N"], "BLOCK_K": e["BLOCK_K"], "schedule": e["schedule"],
             "SPLIT_K": split, "instance": name}
@@ -87,8 +95,8 @@ def child(cases):
         t = time.perf_counter()
         _, cfg = insp.inspect(X, W, sparse_arg=1)
         dt = time.perf_counter() - t
-        out.append(dict(N=N, K=K, M=M, seconds=dt, source=insp.last_report.source, instance=cfg["instance"],
-                        split=cfg["SPLIT_K"]))
+        out.append(dict(N=N, K=K, M=M, seconds=dt, source=insp.last_report.source, instance=_name(cfg),
+                        split=cfg.get("SPLIT_K", 0)))
         del W, X
         torch.cuda.empty_cache()
     print(json.dumps(dict(cuda_init_s=init_s, cases=out)))
@@ -156,10 +164,10 @@ def main():
             del W2
             rec = dict(n=N, k=K, m=M, frac=FRAC, dtype="float16", candidates=n_cands, failed=n_failed,
                        cold_s=cold_s, cached_ms=statistics.median(cached) * 1e3, cached_new_tensor_ms=newW_s * 1e3,
-                       chosen=dict(instance=cfg["instance"], split_k=cfg["SPLIT_K"], schedule=cfg["schedule"],
+                       chosen=dict(instance=_name(cfg), split_k=cfg.get("SPLIT_K", 0), schedule=cfg["schedule"],
                                    block=[cfg["BLOCK_N"], cfg["BLOCK_K"]]),
-                       chosen_tuning_ms=tuned_ms, top5=[dict(instance=c["config"]["instance"],
-                                                            split_k=c["config"]["SPLIT_K"], ms=c["ms"])
+                       chosen_tuning_ms=tuned_ms, top5=[dict(instance=_name(c["config"]),
+                                                            split_k=c["config"].get("SPLIT_K", 0), ms=c["ms"])
                                                        for c in rep.ranked()[:5]])
             if not args.no_sweep:
                 best = bench_kernels.bench_stoicc(W, X, sms=sms)
@@ -168,7 +176,7 @@ def main():
                 for _ in range(3):
                     time_config(W, X, cfg, a)
                     time_config(W, X, scfg, b)
-                same = scfg["instance"] == cfg["instance"] and scfg["SPLIT_K"] in (cfg["SPLIT_K"],) and \
+                same = _name(scfg) == _name(cfg) and scfg.get("SPLIT_K", 0) == cfg.get("SPLIT_K", 0) and \
                     (scfg["BLOCK_N"], scfg["BLOCK_K"]) == (cfg["BLOCK_N"], cfg["BLOCK_K"])
                 rec.update(sweep=dict(instance=best[1], split_k=best[2], block=list(best[3]), sweep_ms=best[0]),
                            chosen_ms=statistics.median(a), sweep_best_ms=statistics.median(b),
@@ -179,7 +187,7 @@ def main():
                   f"{r['cached_new_tensor_ms']:>8.2f} "
                   f"{r.get('chosen_ms', tuned_ms) * 1e3:>9.1f} {r.get('sweep_best_ms', float('nan')) * 1e3:>9.1f} "
                   f"{r.get('ratio', float('nan')):>6.3f} {str(r.get('same_config', '-')):<5} "
-                  f"{cfg['instance']}/{cfg['SPLIT_K']}", flush=True)
+                  f"{_name(cfg)}/{cfg.get('SPLIT_K', 0)}", flush=True)
             del X
         del W
         torch.cuda.empty_cache()

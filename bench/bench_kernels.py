@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stoicc_ext  # noqa: E402
 from stoicc_ext.candidates import _device_props, _m_bucket, _splits  # noqa: E402
+from stoicc_ext.densify import densify_linear  # noqa: E402
 from stoicc_ext.synthetic import prune_to_24  # noqa: E402
 from timing import copies_for, time_graph  # noqa: E402
 
@@ -72,11 +73,13 @@ def clone_wc(Wc):
 VERBOSE = False
 
 
-def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15):
-    """Best (ms, instance name, split, block, compressed bytes) over tile shapes x instances x splits."""
+def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15, densify=True):
+    """Best (ms, instance name, split, block, compressed bytes) over tile shapes x instances x splits,
+    and, when ``densify``, the densify schedule (expand + cuBLAS) at each tile shape: its best
+    time is also returned on its own (None when not timed)."""
     M, K = x.shape
     N = W.shape[0]
-    best = None
+    best, best_densify = None, None
     for bn, bk in blocks:
         Wc = stoicc_ext.compress(W, bn, bk)
         R = copies_for(Wc.nbytes)
@@ -91,8 +94,16 @@ def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15):
             if VERBOSE:
                 print(f"    {bn}x{bk} {torch.ops.stoicc.instance_name(inst)} split {split}: {ms * 1e3:.1f} us",
                       flush=True)
+        if densify:
+            ms = time_graph(lambda w, bn=bn, bk=bk: densify_linear(x, *w, BLOCK_N=bn, BLOCK_K=bk),
+                            [(w,) for w in Wcs], repeats=repeats)
+            best_densify = ms if best_densify is None else min(best_densify, ms)
+            if best is None or ms < best[0]:
+                best = (ms, "densify", 0, (bn, bk), Wc.nbytes)
+            if VERBOSE:
+                print(f"    {bn}x{bk} densify + cuBLAS: {ms * 1e3:.1f} us", flush=True)
         del Wcs
-    return best
+    return best + (best_densify,)
 
 
 def bench_cublas(W, x, repeats=15):
@@ -130,6 +141,9 @@ def main():
     ap.add_argument("--bf16-subset", action="store_true", default=True,
                     help="also bf16 for the first two shapes at M=16 (default on)")
     ap.add_argument("--no-cusparselt", action="store_true")
+    ap.add_argument("--densify-min-m", type=int, default=128,
+                    help="time the densify schedule (expand + cuBLAS) from this M on (default 128: at decode "
+                         "sizes it moves more bytes than cuBLAS and cannot win)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     ap.add_argument("--verbose", action="store_true", help="print every candidate's time")
@@ -169,7 +183,7 @@ def main():
             weights[key] = patch_weight(N, K, frac, dtype, seed=N * 7 + K + int(frac * 100))
         W = weights[key]
         x = torch.randn(M, K, device="cuda", dtype=dtype)
-        s_ms, inst, split, block, nbytes = bench_stoicc(W, x, sms=sms)
+        s_ms, inst, split, block, nbytes, d_ms = bench_stoicc(W, x, sms=sms, densify=M >= args.densify_min_m)
         c_ms = bench_cublas(W, x)
         cs_ms = cs_call = None
         if frac == 1.0 and dtype == torch.float16 and not args.no_cusparselt:
@@ -178,7 +192,7 @@ def main():
         rec = dict(n=N, k=K, m=M, frac=frac, dtype=str(dtype).replace("torch.", ""), stoicc_ms=s_ms,
                    cublas_ms=c_ms, speedup=c_ms / s_ms, tbps=moved / s_ms / 1e9,
                    tflops=2 * M * N * K / s_ms / 1e9, instance=inst, split_k=split, block=list(block),
-                   compressed_bytes=nbytes, dense_bytes=N * K * 2)
+                   compressed_bytes=nbytes, dense_bytes=N * K * 2, densify_ms=d_ms)
         if cs_ms is not None:
             rec.update(cusparselt_ms=cs_ms, cusparselt_call_ms=cs_call, cusparselt_speedup=c_ms / cs_ms)
         records.append(rec)
@@ -195,12 +209,16 @@ def write_results(records, gpu, commit, args, quiet=False):
     date = datetime.date.today().isoformat()
     with open(os.path.join(args.out, f"kernels_{tag}.json"), "w") as f:
         json.dump(dict(gpu=gpu, date=date, commit=commit, protocol="bench/timing.py: CUDA graph, weights rotated "
-                       "past L2, median of 15 replays; stoicc = best instance x split x tile shape", records=records),
+                       "past L2, median of 15 replays; stoicc = best instance x split x tile shape, and the densify "
+                       "schedule (expand + cuBLAS) from M = --densify-min-m on (densify_ms: its best alone)",
+                       records=records),
                   f, indent=1)
     lines = [f"# Kernel benchmark on {gpu}", "", f"Date {date}, commit `{commit}`. Baseline: dense `F.linear` "
              "(cuBLAS) in the same process; cuSPARSELt (`torch._cslt_sparse_mm`, searched algorithm) at f = 1.0: "
              "`cslt` is its time inside a CUDA graph (kernel time), `cslt call` its eager per-call time. "
-             "Time per call in microseconds; TB/s over the compressed weight bytes plus X and Y.", "",
+             "Time per call in microseconds; TB/s over the compressed weight bytes plus X and Y. stoicc is the best "
+             "compiled instance or, where it wins (instance `densify`), the densify schedule: the compressed weight "
+             "expanded into a dense scratch by `torch.ops.stoicc.densify`, then cuBLAS.", "",
              "| N x K | M | f | dtype | stoicc us | cuBLAS us | speedup | TB/s | TFLOP/s | cslt us | cslt call us "
              "| cslt speedup | instance / split |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:

@@ -167,6 +167,8 @@ def _tuning_str(tokens):
 
 def _kernel_str(k):
     c = k["config"]
+    if "instance" not in c:  # the densify schedule (expand + cuBLAS): no compiled instance
+        return f"{c.get('schedule')} {c.get('BLOCK_N')}x{c.get('BLOCK_K')} ({k['source']}, {k['inspect_s']:.2f} s)"
     split = "auto" if c.get("SPLIT_K") == 0 else c.get("SPLIT_K")
     return f"{c.get('instance')} SPLIT_K={split} ({k['source']}, {k['inspect_s']:.2f} s)"
 
@@ -219,7 +221,8 @@ def measure_layer(name, W, xs, tokens, tol, tuned, repeats, gen):
             ts, td = time_layer(W, Wc, k["executor"], k["config"], M, W.dtype, W.device, repeats, gen)
             row["timings"].append(dict(M=M, phase=_phase(M), stoicc_ms=ts, dense_ms=td, speedup=td / ts,
                                        weight_TBps=Wc.nbytes / (ts * 1e-3) / 1e12,
-                                       instance=k["config"].get("instance"), SPLIT_K=k["config"].get("SPLIT_K")))
+                                       instance=k["config"].get("instance", k["config"].get("schedule")),
+                                       SPLIT_K=k["config"].get("SPLIT_K")))
     return row
 
 
