@@ -221,7 +221,48 @@ class Generator:
         return ev[0].elapsed_time(ev[1]), ev[1].elapsed_time(ev[2])
 
 
-def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats):
+# Kernel categories of the time breakdown: (category, substrings of the lower-cased kernel name).
+KERNEL_CATEGORIES = (("stoicc", ("stoicc",)),
+                     ("cublas_gemm", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "sm90_", "sm80_")),
+                     ("attention", ("flash", "fmha", "attention", "efficient_attention")))
+
+
+def kernel_category(name):
+    low = name.lower()
+    for cat, keys in KERNEL_CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def profile_graph(graph, replays=5):
+    """GPU time per replay of ``graph`` by kernel category (ms), from torch.profiler (CUPTI sees
+    the kernels a graph launches). Where the time of a step goes: the linears (stoicc or cuBLAS)
+    against everything else (attention, norms, rotary, elementwise, the KV-cache writes)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    out = {}
+    top = {}
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None)
+        if us is None:
+            us = getattr(e, "cuda_time_total", 0.0)
+        if not us or e.key.startswith("cudaGraph") or e.key.startswith("cuda"):
+            continue
+        cat = kernel_category(e.key)
+        out[cat] = out.get(cat, 0.0) + us / 1e3 / replays
+        top[e.key] = us / 1e3 / replays
+    out["total"] = sum(out.values())
+    out["top"] = [dict(kernel=k[:120], ms=v, category=kernel_category(k))
+                  for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:8]]
+    return out
+
+
+def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profile=False):
     """Generate ``repeats`` times (after one untimed run); medians of the times, the tokens, the
     prefill's last-position logits and the peak GPU memory (weights, KV cache, graphs, activations)."""
     cuda = prompt_ids.is_cuda
@@ -241,6 +282,8 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats):
             pre.append(a)
             dec.append(b)
         res = dict(tokens=gen.out.clone(), logits=gen.logits_prefill.clone())
+        if graphs and profile:
+            res["breakdown"] = dict(prefill=profile_graph(gen.graphs[0], 3), decode_step=profile_graph(gen.graphs[1]))
     if pre:
         res.update(prefill_ms=statistics.median(pre), decode_ms=statistics.median(dec),
                    total_ms=statistics.median(a + b for a, b in zip(pre, dec)),
@@ -336,6 +379,19 @@ def choice_counts(choices, phase):
 # One sparsity
 # --------------------------------------------------------------------------------------
 
+def linear_bound(dense_step, stoicc_step):
+    """What the profile of a decode step says about the ceiling: the step's non-linear time
+    (everything but the GEMMs) and the speedup stoicc would reach if its linears cost nothing
+    more than they do now (``measured_profile``) or if the non-linear part were gone
+    (``linears_only``)."""
+    d_lin = dense_step.get("cublas_gemm", 0.0)
+    s_lin = stoicc_step.get("stoicc", 0.0) + stoicc_step.get("cublas_gemm", 0.0)
+    d_rest, s_rest = dense_step["total"] - d_lin, stoicc_step["total"] - s_lin
+    return dict(dense_linear_ms=d_lin, dense_rest_ms=d_rest, stoicc_linear_ms=s_lin, stoicc_rest_ms=s_rest,
+                linear_speedup=d_lin / s_lin if s_lin else None,
+                step_speedup_profiled=dense_step["total"] / stoicc_step["total"] if stoicc_step["total"] else None)
+
+
 def run_sparsity(tf, args, s, prompt_ids, inspector, log):
     dev, dtype = args.device, args.dtype
     use_graphs = dev.type == "cuda" and not args.no_graphs
@@ -350,7 +406,8 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
         + (f"{prune['sparsity']:.4f} global sparsity ({prune['tiles_24']}/{prune['tiles']} tiles 2:4)" if prune
            else "no (0 %: every tile dense)"))
 
-    dense = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats)
+    dense = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats,
+                           profile=args.profile)
     if "total_ms" in dense:
         log(f"[{s}%] dense (cuBLAS): {dense['total_ms']:.1f} ms = prefill {dense['prefill_ms']:.2f} ms + "
             f"{args.new_tokens - 1} x {dense['decode_step_ms']:.3f} ms; peak {dense['peak_bytes'] / 2**30:.2f} GiB")
@@ -375,7 +432,8 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
     log(f"[{s}%] sparsify_: {len(report.converted)} layers in {tune_s:.1f} s (decode choices: {sources}); "
         f"prefill-price study {price_s:.1f} s; weights {sp_bytes / dense_bytes:.3f} of dense")
 
-    sparse = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats)
+    sparse = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats,
+                            profile=args.profile)
     agree = (sparse["tokens"] == dense["tokens"]).float().mean().item()
     first = (sparse["tokens"][:, 0] == dense["tokens"][:, 0]).float().mean().item()
     err = (sparse["logits"] - dense["logits"]).abs().max().item()
@@ -391,6 +449,13 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
                agreement=agree, first_token_agreement=first, max_logits_err=err,
                max_logits_rel_err=err / scale if scale else None,
                layers_converted=len(report.converted), tuning_s=tune_s, prefill_price_s=price_s, build_s=build_s)
+    if "breakdown" in dense and "breakdown" in sparse:
+        rec["breakdown"] = dict(dense=dense["breakdown"], stoicc=sparse["breakdown"])
+        rec["linear_bound"] = linear_bound(dense["breakdown"]["decode_step"], sparse["breakdown"]["decode_step"])
+        d, t = dense["breakdown"]["decode_step"], sparse["breakdown"]["decode_step"]
+        log(f"[{s}%] decode step by kernel (ms): dense linears {d.get('cublas_gemm', 0):.3f}, rest "
+            f"{d['total'] - d.get('cublas_gemm', 0):.3f}; stoicc linears {t.get('stoicc', 0):.3f} + cuBLAS (lm_head) "
+            f"{t.get('cublas_gemm', 0):.3f}, rest {t['total'] - t.get('stoicc', 0) - t.get('cublas_gemm', 0):.3f}")
     if rec["dense_ms"] and rec["stoicc_ms"]:
         rec["speedup"] = rec["dense_ms"] / rec["stoicc_ms"]
         rec["prefill_speedup"] = rec["dense_prefill_ms"] / rec["prefill_ms"]
@@ -447,6 +512,20 @@ def write_results(res, out_dir, tag):
                  f"{_f(r['decode_step_ms'], '.3f')} ({_f(r['dense_decode_step_ms'], '.3f')}) | "
                  f"{r['weight_bytes_ratio']:.3f}x | {_f(r['peak_bytes_ratio'], '.3f')}x | {r['agreement']:.3f} | "
                  f"{r['max_logits_err']:.3g} | {r['tuning_s']:.1f} |")
+    rows = [r for r in res["records"] if r.get("linear_bound")]
+    if rows:
+        L += ["", "## Where the time of a decode step goes", "",
+              "GPU time per decode-step graph replay by kernel (torch.profiler over 5 replays; `linears`: the "
+              "stoicc kernels, or cuBLAS GEMMs for dense, lm_head's cuBLAS GEMM included in both; `rest`: "
+              "attention, norms, rotary, elementwise, KV-cache writes, argmax). The kernel sums run a little "
+              "above the replay times of the table (the profiler's own overhead).", "",
+              "| sparsity | dense linears ms | dense rest ms | stoicc linears ms | stoicc rest ms | linears speedup | "
+              "step speedup (profiled) |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            b = r["linear_bound"]
+            L.append(f"| {r['sparsity']} % | {b['dense_linear_ms']:.3f} | {b['dense_rest_ms']:.3f} | "
+                     f"{b['stoicc_linear_ms']:.3f} | {b['stoicc_rest_ms']:.3f} | {_f(b['linear_speedup'], '.2f')}x | "
+                     f"{_f(b['step_speedup_profiled'], '.3f')}x |")
     L += ["", "## Tile shape choice", "",
           "Per sparsity and layer kind: how many layers got each tile shape and schedule (`split_k/<splits>`), "
           "for decode (which fixes the compressed tile shape) and for prefill (tuned at that tile shape). "
@@ -510,6 +589,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-price", dest="price", action="store_false",
                     help="skip the price-of-reusing-the-decode-tile study")
     ap.add_argument("--no-graphs", action="store_true", help="eager generation on the GPU (debugging)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the per-kernel time breakdown of the prefill and decode graphs (torch.profiler)")
     ap.add_argument("--out-dir", default=None,
                     help="where e2e_<gpu>.md/.json go (default bench/results on a GPU; nothing written on the CPU "
                          "unless given)")
