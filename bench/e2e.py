@@ -235,27 +235,29 @@ def kernel_category(name):
     return "other"
 
 
-def profile_graph(graph, replays=5):
-    """GPU time per replay of ``graph`` by kernel category (ms), from torch.profiler (CUPTI sees
-    the kernels a graph launches). Where the time of a step goes: the linears (stoicc or cuBLAS)
-    against everything else (attention, norms, rotary, elementwise, the KV-cache writes)."""
+def profile_graph(graph, prepare, replays=5):
+    """GPU time of one replay of ``graph`` by kernel category (ms; mean over ``replays``), from
+    torch.profiler (CUPTI sees the kernels a graph launches). ``prepare()`` runs before each replay,
+    outside the profiler: it puts the static cache where the graph expects it. Where the time of a
+    step goes: the linears (stoicc or cuBLAS) against everything else (attention, norms, rotary,
+    elementwise, the KV-cache writes)."""
     from torch.profiler import ProfilerActivity, profile
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(replays):
-            graph.replay()
+    out, top = {}, {}
+    for _ in range(replays):
+        prepare()
         torch.cuda.synchronize()
-    out = {}
-    top = {}
-    for e in prof.key_averages():
-        us = getattr(e, "device_time_total", None)
-        if us is None:
-            us = getattr(e, "cuda_time_total", 0.0)
-        if not us or e.key.startswith("cudaGraph") or e.key.startswith("cuda"):
-            continue
-        cat = kernel_category(e.key)
-        out[cat] = out.get(cat, 0.0) + us / 1e3 / replays
-        top[e.key] = us / 1e3 / replays
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            graph.replay()
+            torch.cuda.synchronize()
+        for e in prof.key_averages():
+            us = getattr(e, "device_time_total", None)
+            if us is None:
+                us = getattr(e, "cuda_time_total", 0.0)
+            if not us or e.key.startswith("cuda"):
+                continue
+            cat = kernel_category(e.key)
+            out[cat] = out.get(cat, 0.0) + us / 1e3 / replays
+            top[e.key] = top.get(e.key, 0.0) + us / 1e3 / replays
     out["total"] = sum(out.values())
     out["top"] = [dict(kernel=k[:120], ms=v, category=kernel_category(k))
                   for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:8]]
@@ -283,7 +285,13 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
             dec.append(b)
         res = dict(tokens=gen.out.clone(), logits=gen.logits_prefill.clone())
         if graphs and profile:
-            res["breakdown"] = dict(prefill=profile_graph(gen.graphs[0], 3), decode_step=profile_graph(gen.graphs[1]))
+            g_pre, g_step = gen.graphs
+
+            def after_prefill():
+                gen.reset(prompt_ids)
+                g_pre.replay()
+            res["breakdown"] = dict(prefill=profile_graph(g_pre, lambda: gen.reset(prompt_ids), 3),
+                                    decode_step=profile_graph(g_step, after_prefill, 5))
     if pre:
         res.update(prefill_ms=statistics.median(pre), decode_ms=statistics.median(dec),
                    total_ms=statistics.median(a + b for a, b in zip(pre, dec)),
