@@ -223,8 +223,8 @@ class Generator:
 
 # Kernel categories of the time breakdown: (category, substrings of the lower-cased kernel name).
 KERNEL_CATEGORIES = (("stoicc", ("stoicc",)),
-                     ("cublas_gemm", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "sm90_", "sm80_")),
-                     ("attention", ("flash", "fmha", "attention", "efficient_attention")))
+                     ("attention", ("sdpa", "flash", "fmha", "attention")),   # before GEMM: cuDNN's SDPA names
+                     ("cublas_gemm", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "sm90_", "sm80_")))
 
 
 def kernel_category(name):

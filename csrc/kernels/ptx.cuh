@@ -123,6 +123,19 @@ __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t by
           "r"(smem_addr(dst)),
       "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy));
 }
+// Programmatic dependent launch (PDL). launch_dependents lets the next kernel of the stream (if
+// launched with the programmatic-serialization attribute) start its CTAs before this grid ends;
+// wait blocks until every prerequisite grid has completed and its memory is visible. Nothing a
+// previous kernel may have written may be read before wait.
+__device__ __forceinline__ void griddep_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+__device__ __forceinline__ void griddep_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+// A hint: start bringing `bytes` (multiple of 16, 16-byte aligned) at `src` into L2. Reads nothing
+// into the SM, so it is safe before griddep_wait (a stale address only wastes the prefetch).
+__device__ __forceinline__ void prefetch_l2(const void* src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+}
 // Thread-block clusters: split-K partners reduce through distributed shared memory.
 __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");

@@ -24,6 +24,7 @@
 // which keeps the call safe to capture and replay in a CUDA graph.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 
 #include "../common.h"
 #include "ptx.cuh"
@@ -64,6 +65,36 @@ struct SpmmKernel {
     return min(nS + nD, nS + (int)((target - 9 * (int64_t)nS + 15) / 16));
   }
 
+#ifdef STOICC_BULK_COPY
+  // sm_90, before griddep_wait: prefetch into L2 the first STAGES weight tiles of this CTA's share
+  // (sequential / split_k), so that the pipeline's first bulk copies hit L2 once the previous
+  // kernel is done. The CSR reads here may see values a previous kernel is still writing; they
+  // are clamped (every address stays inside the tensors) and only steer the hint: the real
+  // plan is made after the wait.
+  __device__ static void prefetch_share(const SpmmArgs& a) {
+    const int split = SCHED == kSplitK ? max(a.split_k, 1) : 1;
+    const int r = blockIdx.x / split, s = blockIdx.x % split;
+    const int s_beg = min(max(a.s_ptr[r], 0), a.n_sparse);
+    const int nS = min(max(a.s_ptr[r + 1], s_beg), a.n_sparse) - s_beg;
+    const int d_beg = min(max(a.d_ptr[r], 0), a.n_dense);
+    const int nD = min(max(a.d_ptr[r + 1], d_beg), a.n_dense) - d_beg;
+    const int64_t cost = 9 * (int64_t)nS + 16 * (int64_t)nD;
+    const int j0 = item_at_cost(cost * s / split, nS, nD);
+    const int j1 = min(item_at_cost(cost * (s + 1) / split, nS, nD), j0 + STAGES);
+    const int se = min(j1, nS);
+    if (se > j0) {
+      prefetch_l2(static_cast<const uint8_t*>(a.s_vals) + (size_t)(s_beg + j0) * kSparseValBytes,
+                  (uint32_t)(se - j0) * kSparseValBytes);
+      prefetch_l2(reinterpret_cast<const uint8_t*>(a.s_meta) + (size_t)(s_beg + j0) * kSparseMetaBytes,
+                  (uint32_t)(se - j0) * kSparseMetaBytes);
+    }
+    const int db = max(j0, nS);
+    if (j1 > db)
+      prefetch_l2(static_cast<const uint8_t*>(a.d_vals) + (size_t)(d_beg + db - nS) * kWBytes,
+                  (uint32_t)(j1 - db) * kWBytes);
+  }
+#endif
+
   // A run of items of one tile row that this CTA processes, and how its sum leaves the CTA.
   struct Segment {
     int row, s_beg, nS, d_beg, nD;  // the row and its CSR ranges (clamped)
@@ -90,6 +121,14 @@ struct SpmmKernel {
     const uint8_t* __restrict__ s_meta = reinterpret_cast<const uint8_t*>(a.s_meta);
     const uint8_t* __restrict__ d_vals = static_cast<const uint8_t*>(a.d_vals);
     const uint64_t policy = evict_first_policy();  // weights: read once per call
+#ifdef STOICC_BULK_COPY
+    // PDL (the launcher sets the attribute on sm_90): the next kernel may start its CTAs as soon
+    // as all of ours run; ours warm L2 with their first weight tiles while the previous kernel
+    // drains, then wait for it before reading anything (X, the CSR, the workspace counters).
+    griddep_launch_dependents();
+    if (SCHED != kStreamK && tid == 0) prefetch_share(a);
+    griddep_wait();
+#endif
 
     __shared__ Segment segs[kMaxSeg];
     __shared__ int n_segs;
@@ -476,6 +515,16 @@ int binary_version(F kernel) {
   return attr.binaryVersion;
 }
 
+// Programmatic dependent launch is on unless STOICC_DISABLE_PDL=1 (read once per process): a
+// switch for A/B timing and for ruling PDL out when debugging.
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("STOICC_DISABLE_PDL");
+    return !(v && v[0] == '1');
+  }();
+  return on;
+}
+
 template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 bool uses_cluster_typed() {
   return SCHED == kSplitK && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED>) >= 90;
@@ -496,18 +545,26 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   cfg.blockDim = dim3(K::kThreads);
   cfg.dynamicSmemBytes = K::kSmemBytes;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned n_attr = 0;
+  const bool sm90_code = binary_version(kernel) >= 90;
   if (SCHED == kSplitK && split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SCHED>()) {
     if (split > 8) return (int)cudaErrorInvalidClusterSize;  // portable cluster size
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)split;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[n_attr].id = cudaLaunchAttributeClusterDimension;
+    attr[n_attr].val.clusterDim.x = (unsigned)split;
+    attr[n_attr].val.clusterDim.y = 1;
+    attr[n_attr].val.clusterDim.z = 1;
+    ++n_attr;
   } else if (split > 1 && (a.workspace == nullptr || a.counters == nullptr)) {
     return (int)cudaErrorInvalidValue;  // the caller must provide the split-K workspace here
   }
+  if (sm90_code && pdl_enabled()) {  // the sm_90 code waits on griddepcontrol before reading (PDL)
+    attr[n_attr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n_attr].val.programmaticStreamSerializationAllowed = 1;
+    ++n_attr;
+  }
+  cfg.attrs = n_attr ? attr : nullptr;
+  cfg.numAttrs = n_attr;
   err = cudaLaunchKernelEx(&cfg, kernel, a);
   if (err != cudaSuccess) return (int)err;
   return (int)cudaGetLastError();
