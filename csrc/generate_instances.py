@@ -73,14 +73,11 @@ INSTANCES = [
     I(32, 128, 64, 4, 1, 4, "split_k", "M in 17..32 with 128x64 tiles"),
     I(64, 128, 64, 4, 1, 4, "split_k", "M in 33..64 with 128x64 tiles"),
     I(64, 64, 128, 4, 1, 4, "split_k", "M in 33..64 with 64x128 tiles"),
-    # 2x2 warp grids for M in 17..64: every warp reads the X fragments of its tokens for its rows,
-    # so shared-memory X traffic per item is (warps along N) x BM x BK x 2 bytes. With 4 warps
-    # along N it reaches ~7x the 2:4 tile's bytes at M = 64, and the 2:4 path turns
-    # shared-memory bound; two warps along N halve it (A fragments are then read twice).
+    # A 2x2 warp grid halves the shared-memory X traffic per item (each warp reads the X
+    # fragments of its tokens for its rows: (warps along N) x BM x BK x 2 bytes). H100 A/B at
+    # cf21921: 2-8 % faster than the 4x1 grid at M = 64 with 2:4 tiles (7 of 12 cases); the 2x2
+    # variants for M = 32 and for 64x128 tiles never won by more than 1 % and were dropped.
     I(64, 128, 64, 2, 2, 4, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: half the X smem traffic"),
-    I(64, 64, 128, 2, 2, 4, "split_k", "M in 33..64, 64x128 tiles, 2x2 warps"),
-    I(32, 128, 64, 2, 2, 4, "split_k", "M in 17..32, 128x64 tiles, 2x2 warps"),
-    I(32, 128, 128, 2, 2, 4, "split_k", "M in 17..32, 128x128 tiles, 2x2 warps"),
     # Prefill (M >= 128): compute-bound on the mma.sync path; 8 warps, 64x32 warp tiles.
     I(128, 128, 64, 2, 4, 3, "sequential", "prefill: 128x64 tiles, 128 tokens per CTA"),
     I(128, 64, 128, 2, 4, 3, "sequential", "prefill: 64x128 tiles"),
