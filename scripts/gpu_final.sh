@@ -17,6 +17,17 @@ for cfg in "spmm_m16_n128_k128_w4x1_s4_seq 1 128x128" "spmm_m16_n128_k128_w4x1_s
     echo "$tool $1 split $2: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$1.log" | tail -1)" | tee -a "$OUT/summary.txt"
   done
 done
+# densify (the prefill schedule's expansion kernel): exact against the weight, under both tools
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool $tool --error-exitcode 3 python3 -c "
+import torch, stoicc_ext as S
+from stoicc_ext.synthetic import random_patch_weight
+W, _ = random_patch_weight(512, 1024, 0.5, 0.25, device='cuda', tile=64)
+for bn, bk in ((128, 128), (64, 64)):
+    assert torch.equal(S._ops.densify(S.compress(W, bn, bk)), W)
+print('densify exact')" > "$OUT/sanitizer_${tool}_densify.log" 2>&1
+  echo "$tool densify: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_densify.log" | tail -1)" | tee -a "$OUT/summary.txt"
+done
 (cmake -S . -B build-cmake -DSTOICC_CUDA_ARCHS=90a > "$OUT/cmake.log" 2>&1 && cmake --build build-cmake -j16 >> "$OUT/cmake.log" 2>&1) \
   || { echo "cmake build failed" | tee -a "$OUT/summary.txt"; tail -30 "$OUT/cmake.log"; }
 for args in "--dtype f16" "--dtype bf16" "--dtype f16 --m 64 --block-k 64 --frac 0.7" "--dtype f16 --frac 1.0 --n 11008"; do
