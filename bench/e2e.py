@@ -608,8 +608,8 @@ def parse_args(argv=None):
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None,
                     help="the model and run sizes: small (the default on a GPU: the Llama-2-7B architecture with "
                          f"{PRESETS['small']['layers']} decoder layers, fits any GPU), 7b (the spec's full 32-layer "
-                         "model, about 16 GB of GPU memory at its peak), tiny (the default on the CPU: hidden 256, 2 layers, a dry run "
-                         "of the pipeline)")
+                         "model, about 16 GB of GPU memory at its peak), tiny (the default on the CPU: hidden "
+                         "256, 2 layers, a dry run of the pipeline)")
     ap.add_argument("--full", dest="preset", action="store_const", const="7b", help="same as --preset 7b")
     ap.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="same as --preset tiny")
     ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: the preset's)")
