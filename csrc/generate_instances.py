@@ -78,6 +78,8 @@ INSTANCES = [
     # cf21921: 2-8 % faster than the 4x1 grid at M = 64 with 2:4 tiles (7 of 12 cases); the 2x2
     # variants for M = 32 and for 64x128 tiles never won by more than 1 % and were dropped.
     I(64, 128, 64, 2, 2, 4, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: half the X smem traffic"),
+    I(64, 128, 64, 2, 2, 4, "stream_k", "M in 33..64: byte-balanced over all SMs (to be A/B'd)"),
+    I(32, 128, 64, 4, 1, 4, "stream_k", "M in 17..32: byte-balanced over all SMs (to be A/B'd)"),
     # Prefill (M >= 128): compute-bound on the mma.sync path; 8 warps, 64x32 warp tiles.
     I(128, 128, 64, 2, 4, 3, "sequential", "prefill: 128x64 tiles, 128 tokens per CTA"),
     I(128, 64, 128, 2, 4, 3, "sequential", "prefill: 64x128 tiles"),

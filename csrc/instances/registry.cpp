@@ -28,6 +28,10 @@ __attribute__((weak)) int launch_spmm_m64_n64_k128_w4x1_s4_splitk(const SpmmArgs
 __attribute__((weak)) bool uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s4_splitk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk(DType);
+__attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s4_streamk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType);
+__attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk(DType);
 __attribute__((weak)) int launch_spmm_m128_n128_k64_w2x4_s3_seq(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n64_k128_w2x4_s3_seq(const SpmmArgs&, DType, void*);
@@ -51,11 +55,13 @@ const InstanceInfo kInstances[] = {
     {"spmm_m64_n128_k64_w4x1_s4_splitk", 64, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m64_n128_k64_w4x1_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk},
     {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, 1, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 135168, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk},
     {"spmm_m64_n128_k64_w2x2_s4_splitk", 64, 128, 64, 2, 2, 4, 1, 80, &launch_spmm_m64_n128_k64_w2x2_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk},
+    {"spmm_m64_n128_k64_w2x2_s4_streamk", 64, 128, 64, 2, 2, 4, 2, 80, &launch_spmm_m64_n128_k64_w2x2_s4_streamk, 102400, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk},
+    {"spmm_m32_n128_k64_w4x1_s4_streamk", 32, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m32_n128_k64_w4x1_s4_streamk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk},
     {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, 0, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 104448, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq},
     {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, 0, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 153600, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq},
     {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, 0, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 135168, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq},
     {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, 0, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 106496, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
 };
-const int kNumInstances = 17;
-const uint64_t kManifestHash = 86714719447785311ULL;
+const int kNumInstances = 19;
+const uint64_t kManifestHash = 4977940611545710996ULL;
 }  // namespace stoicc
