@@ -78,8 +78,12 @@ INSTANCES = [
     # cf21921: 2-8 % faster than the 4x1 grid at M = 64 with 2:4 tiles (7 of 12 cases); the 2x2
     # variants for M = 32 and for 64x128 tiles never won by more than 1 % and were dropped.
     I(64, 128, 64, 2, 2, 4, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: half the X smem traffic"),
-    I(64, 128, 64, 2, 2, 4, "stream_k", "M in 33..64: byte-balanced over all SMs (to be A/B'd)"),
-    I(32, 128, 64, 4, 1, 4, "stream_k", "M in 17..32: byte-balanced over all SMs (to be A/B'd)"),
+    # Stream-K for M in 17..64, where a CTA is issue-bound and uneven CTA counts per SM cost the
+    # most (docs/kernels.md step 10). H200 A/B at daafb86: 4-9 % faster than the best split_k on
+    # 28672x8192 and on 11008x4096 at f = 0.7; 10-60 % slower on the 4096-row shapes (the sweep
+    # and the Inspector pick per shape).
+    I(64, 128, 64, 2, 2, 4, "stream_k", "M in 33..64: byte-balanced over all SMs; wins on large N x K"),
+    I(32, 128, 64, 4, 1, 4, "stream_k", "M in 17..32: byte-balanced over all SMs; wins on large N x K"),
     # Prefill (M >= 128): compute-bound on the mma.sync path; 8 warps, 64x32 warp tiles.
     I(128, 128, 64, 2, 4, 3, "sequential", "prefill: 128x64 tiles, 128 tokens per CTA"),
     I(128, 64, 128, 2, 4, 3, "sequential", "prefill: 64x128 tiles"),

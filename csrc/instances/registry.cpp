@@ -63,5 +63,5 @@ const InstanceInfo kInstances[] = {
     {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, 0, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 106496, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
 };
 const int kNumInstances = 19;
-const uint64_t kManifestHash = 4977940611545710996ULL;
+const uint64_t kManifestHash = 6238972776968496291ULL;
 }  // namespace stoicc
