@@ -121,11 +121,9 @@ Tensor check_args(const Tensor& x, const Compressed& w, const std::optional<Tens
   return aligned ? x : torch::stable::contiguous(x);
 }
 
-SpmmArgs make_args(const Tensor& x, const Compressed& w, const std::optional<Tensor>& bias, Tensor& y, int64_t N,
-                   int64_t K) {
+// The weight's fields of SpmmArgs: its pointers, N, K and the stored tile counts.
+SpmmArgs weight_args(const Compressed& w, int64_t N, int64_t K) {
   SpmmArgs a{};
-  a.x = x.data_ptr();
-  a.ldx = x.stride(0);
   a.s_ptr = static_cast<const int32_t*>(w.s_ptr.data_ptr());
   a.s_cols = static_cast<const int32_t*>(w.s_cols.data_ptr());
   a.s_vals = w.s_vals.data_ptr();
@@ -133,14 +131,22 @@ SpmmArgs make_args(const Tensor& x, const Compressed& w, const std::optional<Ten
   a.d_ptr = static_cast<const int32_t*>(w.d_ptr.data_ptr());
   a.d_cols = static_cast<const int32_t*>(w.d_cols.data_ptr());
   a.d_vals = w.d_vals.data_ptr();
-  a.bias = bias.has_value() ? bias->data_ptr() : nullptr;
-  a.y = y.data_ptr();
-  a.ldy = N;
-  a.M = (int)x.size(0);
   a.N = (int)N;
   a.K = (int)K;
   a.n_sparse = (int)w.s_cols.numel();
   a.n_dense = (int)w.d_cols.numel();
+  return a;
+}
+
+SpmmArgs make_args(const Tensor& x, const Compressed& w, const std::optional<Tensor>& bias, Tensor& y, int64_t N,
+                   int64_t K) {
+  SpmmArgs a = weight_args(w, N, K);
+  a.x = x.data_ptr();
+  a.ldx = x.stride(0);
+  a.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  a.y = y.data_ptr();
+  a.ldy = N;
+  a.M = (int)x.size(0);
   a.split_k = 1;
   return a;
 }
@@ -227,26 +233,14 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
 
 #define CHECK_DENSIFY(cond, ...) STD_TORCH_CHECK(cond, "stoicc.densify: ", __VA_ARGS__)
 
-// Checks the weight (dtype from its values) and fills the pointer fields of SpmmArgs.
+// Checks the weight (dtype from its values) and returns its fields of SpmmArgs.
 SpmmArgs densify_args(const Compressed& w, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
   const ScalarType dt = w.d_vals.scalar_type();
   CHECK_DENSIFY(dt == ScalarType::Half || dt == ScalarType::BFloat16,
                 "dense_values must be float16 or bfloat16, got ", dtype_name(dt));
   check_weight("stoicc.densify", w, N, K, block_n, block_k, dt, w.d_vals, "dense_values");
   CHECK_DENSIFY((N / block_n) * (K / block_k) < (1LL << 31), "too many tiles for one launch");
-  SpmmArgs a{};
-  a.s_ptr = static_cast<const int32_t*>(w.s_ptr.data_ptr());
-  a.s_cols = static_cast<const int32_t*>(w.s_cols.data_ptr());
-  a.s_vals = w.s_vals.data_ptr();
-  a.s_meta = static_cast<const uint32_t*>(w.s_meta.data_ptr());
-  a.d_ptr = static_cast<const int32_t*>(w.d_ptr.data_ptr());
-  a.d_cols = static_cast<const int32_t*>(w.d_cols.data_ptr());
-  a.d_vals = w.d_vals.data_ptr();
-  a.N = (int)N;
-  a.K = (int)K;
-  a.n_sparse = (int)w.s_cols.numel();
-  a.n_dense = (int)w.d_cols.numel();
-  return a;
+  return weight_args(w, N, K);
 }
 
 Tensor densify_cpu_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
