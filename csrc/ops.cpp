@@ -121,6 +121,14 @@ Tensor check_args(const Tensor& x, const Compressed& w, const std::optional<Tens
   return aligned ? x : torch::stable::contiguous(x);
 }
 
+// The GPU kernels move value and metadata blocks with 16-byte copies (cp.async, bulk copies).
+// A tensor from compress() is always aligned; a view that starts mid-allocation may not be: it
+// is copied (correct, but a copy per call; keep the tensors aligned to avoid it).
+void align_weight_for_gpu(Compressed& w) {
+  for (Tensor* t : {&w.s_vals, &w.s_meta, &w.d_vals})
+    if (reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 != 0) *t = torch::stable::clone(*t);
+}
+
 // The weight's fields of SpmmArgs: its pointers, N, K and the stored tile counts.
 SpmmArgs weight_args(const Compressed& w, int64_t N, int64_t K) {
   SpmmArgs a{};
@@ -179,6 +187,7 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   x = check_args(x, w, bias, N, K, block_n, block_k);
   const int device = x.get_device_index();
   torch::stable::accelerator::DeviceGuard guard(device);
+  align_weight_for_gpu(w);
   const DeviceProps props = device_props(device);
   const int64_t M = x.size(0);
   Tensor y = torch::stable::empty({M, N}, x.scalar_type(), std::nullopt, x.device());
