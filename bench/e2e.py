@@ -299,10 +299,17 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
     """Generate ``repeats`` times (after one untimed run); medians of the times, the tokens, the
     prefill's last-position logits and the peak GPU memory (weights, KV cache, graphs, activations)."""
     cuda = prompt_ids.is_cuda
+    before = None
     if cuda:
         gc.collect()
+        # cuBLAS keeps a workspace per (handle, stream) in torch's allocator, and every capture
+        # warms up on a new side stream: without this, workspaces of earlier runs pile up and
+        # count in later runs' peaks.
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
+            torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     B, P = prompt_ids.shape
     with torch.no_grad():
         gen = Generator(tf, model, B, P, new_tokens)
@@ -330,6 +337,7 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
     if cuda:
         torch.cuda.synchronize()
         res["peak_bytes"] = torch.cuda.max_memory_allocated()
+        res["allocated_before"] = before   # what was allocated when the run started (the model, leftovers)
     del gen
     if cuda:
         gc.collect()
@@ -485,6 +493,8 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
                weight_bytes_ratio=sp_bytes / dense_bytes, dense_weight_bytes=dense_bytes, stoicc_weight_bytes=sp_bytes,
                peak_bytes_ratio=(sparse["peak_bytes"] / dense["peak_bytes"]) if "peak_bytes" in dense else None,
                dense_peak_bytes=dense.get("peak_bytes"), stoicc_peak_bytes=sparse.get("peak_bytes"),
+               dense_allocated_before=dense.get("allocated_before"),
+               stoicc_allocated_before=sparse.get("allocated_before"),
                agreement=agree, first_token_agreement=first, max_logits_err=err,
                max_logits_rel_err=err / scale if scale else None,
                layers_converted=len(report.converted), tuning_s=tune_s, prefill_price_s=price_s, build_s=build_s)
