@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 import stoicc_ext
 from stoicc_ext import tuning_cache
+from stoicc_ext.inspect_report import _short
 from stoicc_ext.synthetic import random_patch_weight
 
 # Llama-2-7B: hidden 4096, intermediate 11008; nn.Linear weights are [out_features, in_features].
@@ -166,11 +167,7 @@ def _tuning_str(tokens):
 
 
 def _kernel_str(k):
-    c = k["config"]
-    if "instance" not in c:  # the densify schedule (expand + cuBLAS): no compiled instance
-        return f"{c.get('schedule')} {c.get('BLOCK_N')}x{c.get('BLOCK_K')} ({k['source']}, {k['inspect_s']:.2f} s)"
-    split = "auto" if c.get("SPLIT_K") == 0 else c.get("SPLIT_K")
-    return f"{c.get('instance')} SPLIT_K={split} ({k['source']}, {k['inspect_s']:.2f} s)"
+    return f"{_short(k['config'])} ({k['source']}, {k['inspect_s']:.2f} s)"
 
 
 def time_layer(W, Wc, executor, config, M, dtype, device, repeats, gen):

@@ -6,6 +6,7 @@ import sys
 import time
 
 from .configs import canonical
+from .densify import LIBRARY_SCHEDULES
 from .schedules import BUILTIN_SCHEDULES
 
 __all__ = ["InspectReport"]
@@ -17,21 +18,33 @@ def _problem_str(p):
     return f"M={p['M']} N={p['N']} K={p['K']} {p['dtype']}"
 
 
+def _kernel_name(c):
+    """The kernel part of a canonical config: a compiled instance with its split, a library
+    schedule with its tile shape, or None for a user schedule."""
+    if "instance" in c and c.get("schedule") in BUILTIN_SCHEDULES:
+        return f"{c['instance']} SPLIT_K={'auto' if c.get('SPLIT_K') == 0 else c.get('SPLIT_K')}"
+    if c.get("schedule") in LIBRARY_SCHEDULES:
+        return f"{c.get('BLOCK_N')}x{c.get('BLOCK_K')} tiles"
+    return None
+
+
 def _describe(cfg):
     c = canonical(cfg)
-    if "instance" in c and c.get("schedule") in BUILTIN_SCHEDULES:
-        split = c.get("SPLIT_K")
-        split_s = "auto" if split == 0 else split
-        return f"{c['schedule']:<10} {c['instance']} SPLIT_K={split_s}"
+    name = _kernel_name(c)
+    if name is not None:
+        return f"{c['schedule']:<10} {name}"
     user = {k: v for k, v in cfg.items() if k != "schedule" and k not in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     return f"{c.get('schedule', '?'):<10} (user) {json.dumps(user, sort_keys=True, default=repr)}"
 
 
 def _short(cfg):
+    """One config in a few words, for reprs, reports and logs ("-" for none)."""
+    if not cfg:
+        return "-"
     c = canonical(cfg)
     if "instance" in c and c.get("schedule") in BUILTIN_SCHEDULES:
-        return f"{c['instance']}/SPLIT_K={'auto' if c.get('SPLIT_K') == 0 else c.get('SPLIT_K')}"
-    return _describe(cfg).replace("  ", "").strip()
+        return _kernel_name(c).replace(" SPLIT_K=", "/SPLIT_K=")
+    return " ".join(_describe(cfg).split())
 
 
 def _why(best, ok, heur):

@@ -25,14 +25,11 @@ import torch
 from torch import nn
 
 from .format import CompressedWeight
+from .inspect_report import _short
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 
 __all__ = ["MixedModule"]
 
-
-def _short(cfg):
-    split = cfg.get("SPLIT_K")
-    return f"{cfg.get('instance', cfg.get('schedule'))}/SPLIT_K={'auto' if split == 0 else split}"
 
 
 class MixedModule(nn.Module):

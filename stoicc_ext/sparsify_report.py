@@ -2,6 +2,8 @@
 dense, and why), a readable table (``str(report)``) and ``to_dict()`` for JSON."""
 import dataclasses
 
+from .inspect_report import _short
+
 __all__ = ["LayerRow", "SparsifyReport"]
 
 CONVERTED = "converted"
@@ -47,12 +49,8 @@ def _mib(n):
     return n / 2 ** 20
 
 
-def _cfg_str(cfg):
-    if not cfg:
-        return "-"
-    inst = str(cfg.get("instance", cfg.get("schedule", "?"))).replace("spmm_", "")
-    split = cfg.get("SPLIT_K")
-    return f"{inst}/{'auto' if split == 0 else split}"
+def _cfg_str(cfg):  # the table's compact form of inspect_report._short
+    return _short(cfg).replace("spmm_", "").replace("/SPLIT_K=", "/")
 
 
 class SparsifyReport:

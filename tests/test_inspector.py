@@ -154,13 +154,10 @@ def test_set_configs_restricts_the_search():
         inspector.set_configs([128])
 
 
-def test_spec_recipe_decode_then_prefill_cpu():
-    """The spec's tuning recipe, as written, with a fake timer (favouring 128x64 tiles)."""
-    W = weight(256, 512)
-    BS, SEQ_LEN = 4, 16
-    timer = FakeTimer(lambda c: (1.0 if (c["BLOCK_N"], c["BLOCK_K"]) == (128, 64) else 2.0) + 0.01 * c["SPLIT_K"])
-    X_decoding = torch.randn(BS, W.shape[1], dtype=W.dtype, device="cpu")
-    inspector = STOICC.Inspector(use_default_configs=True, timer=timer, verbose=False)
+def spec_recipe(inspector, W, BS, SEQ_LEN, device):
+    """The spec's tuning recipe, as written: decode, pin its tile shape, prefill, compress once.
+    Returns ((X_decoding, exec, config), (X_prefill, exec, config), Wc)."""
+    X_decoding = torch.randn(BS, W.shape[1], dtype=W.dtype, device=device)
     best_exec_dec, best_config_dec = inspector.inspect(
         X_decoding,
         W,
@@ -170,17 +167,27 @@ def test_spec_recipe_decode_then_prefill_cpu():
         STOICC.create_configs(
             BLOCK_N=[best_config_dec["BLOCK_N"]],
             BLOCK_K=[best_config_dec["BLOCK_K"]]))
-    X_prefill = torch.randn(BS * SEQ_LEN, W.shape[1], dtype=W.dtype, device="cpu")
+    X_prefill = torch.randn(BS * SEQ_LEN, W.shape[1], dtype=W.dtype, device=device)
     best_exec_pre, best_config_pre = inspector.inspect(
         X_prefill,
         W,
         sparse_arg=1,
     )
     Wc = inspector.compress(W, best_config_dec)
+    return (X_decoding, best_exec_dec, best_config_dec), (X_prefill, best_exec_pre, best_config_pre), Wc
+
+
+def test_spec_recipe_decode_then_prefill_cpu():
+    """The spec's tuning recipe, as written, with a fake timer (favouring 128x64 tiles)."""
+    W = weight(256, 512)
+    timer = FakeTimer(lambda c: (1.0 if (c["BLOCK_N"], c["BLOCK_K"]) == (128, 64) else 2.0) + 0.01 * c["SPLIT_K"])
+    inspector = STOICC.Inspector(use_default_configs=True, timer=timer, verbose=False)
+    dec, pre, Wc = spec_recipe(inspector, W, BS=4, SEQ_LEN=16, device="cpu")
+    best_config_dec, best_config_pre = dec[2], pre[2]
     assert (best_config_dec["BLOCK_N"], best_config_dec["BLOCK_K"]) == (128, 64)
     assert (best_config_pre["BLOCK_N"], best_config_pre["BLOCK_K"]) == (128, 64)
     assert best_config_dec["BLOCK_M"] == 16 and best_config_pre["BLOCK_M"] == 64
-    for x, ex, cfg in ((X_decoding, best_exec_dec, best_config_dec), (X_prefill, best_exec_pre, best_config_pre)):
+    for x, ex, cfg in (dec, pre):
         y = ex(x, *Wc, M=x.shape[0], N=W.shape[0], K=W.shape[1], **cfg)
         assert_matches(y, reference(x, W), torch.float16)
 
@@ -549,29 +556,11 @@ def test_split_candidates_follow_bench_rules():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_spec_recipe_end_to_end(dtype):
     W = weight(1024, 2048, 0.7, dtype=dtype, device="cuda", seed=4)
-    # --- the spec, as written ---
-    BS = 16
-    SEQ_LEN = 128
-    X_decoding = torch.randn(BS, W.shape[1], dtype=W.dtype, device="cuda")
     inspector = STOICC.Inspector(use_default_configs=True)
-    best_exec_dec, best_config_dec = inspector.inspect(
-        X_decoding,
-        W,
-        sparse_arg=1,
-    )
-    inspector.set_configs(
-        STOICC.create_configs(
-            BLOCK_N=[best_config_dec["BLOCK_N"]],
-            BLOCK_K=[best_config_dec["BLOCK_K"]]))
-    X_prefill = torch.randn(BS * SEQ_LEN, W.shape[1], dtype=W.dtype, device="cuda")
-    best_exec_pre, best_config_pre = inspector.inspect(
-        X_prefill,
-        W,
-        sparse_arg=1,
-    )
-    Wc = inspector.compress(W, best_config_dec)
+    dec, pre, Wc = spec_recipe(inspector, W, BS=16, SEQ_LEN=128, device="cuda")
+    (_, _, best_config_dec), (X_prefill, _, best_config_pre) = dec, pre
     # --- the MixedModule forward's calls ---
-    for x, ex, cfg in ((X_decoding, best_exec_dec, best_config_dec), (X_prefill, best_exec_pre, best_config_pre)):
+    for x, ex, cfg in (dec, pre):
         y = ex(x, *Wc, M=x.shape[0], N=W.shape[0], K=W.shape[1], **cfg)
         assert y.shape == (x.shape[0], W.shape[0]) and y.dtype == dtype and y.is_cuda
         assert_matches(y, reference(x, W), dtype, what=str(cfg))
