@@ -159,6 +159,9 @@ SpmmArgs make_args(const Tensor& x, const Compressed& w, const std::optional<Ten
   return a;
 }
 
+// The CPU references work in float32 throughout: operands are converted once per call.
+Tensor f32(const Tensor& t) { return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float)); }
+
 Tensor spmm_cpu_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
                      Tensor d_vals, std::optional<Tensor> bias, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
                      int64_t instance, int64_t split_k) {
@@ -167,8 +170,6 @@ Tensor spmm_cpu_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tenso
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
   x = check_args(x, w, bias, N, K, block_n, block_k);
   const ScalarType dt = x.scalar_type();
-  // The reference works in float32 throughout: convert the operands once.
-  auto f32 = [](const Tensor& t) { return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float)); };
   Tensor xf = f32(x), svf = f32(w.s_vals), dvf = f32(w.d_vals);
   std::optional<Tensor> bf;
   if (bias.has_value()) bf = f32(*bias);
@@ -257,7 +258,6 @@ Tensor densify_cpu_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_met
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
   SpmmArgs a = densify_args(w, N, K, block_n, block_k);
   const ScalarType dt = d_vals.scalar_type();
-  auto f32 = [](const Tensor& t) { return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float)); };
   Tensor svf = f32(s_vals), dvf = f32(d_vals);
   a.s_vals = svf.data_ptr();
   a.d_vals = dvf.data_ptr();
