@@ -7,8 +7,6 @@ import torch
 
 from ._library import extension_loaded, extension_error
 
-_OP_NAMES = ("spmm", "densify")
-
 
 def _require_extension():
     if not extension_loaded:
