@@ -28,8 +28,6 @@ def arch_flags():
         if not a.rstrip("a").isdigit() or int(a.rstrip("a")) < 80:
             raise SystemExit(f"STOICC_CUDA_ARCHS: '{a}' is not a supported arch (80, 86, 89, 90a, ...)")
         flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
-    if "90a" in archs:  # the wgmma instances (sm_90a only) are compiled only then
-        flags.append("-DSTOICC_HAVE_SM90A")
     return flags
 
 

@@ -46,7 +46,6 @@ struct InstanceInfo {
   // True when split-K partials are reduced inside a thread-block cluster on this device (sm_90
   // code), so that no workspace is needed; false: the caller allocates workspace + counters.
   bool (*uses_cluster)(DType);
-  int max_sm;               // highest compute capability it runs on (0: none; wgmma is sm_90a only)
 };
 
 // The generated registry (csrc/instances/registry.cpp).

@@ -32,8 +32,7 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
            " instances; see stoicc_ext.list_instances())";
   const InstanceInfo& in = kInstances[i];
   const std::string name = std::string("instance ") + in.name;
-  if (in.launch == nullptr)
-    return name + " was not compiled in this build (STOICC_INSTANCES; wgmma instances also need 90a in STOICC_CUDA_ARCHS)";
+  if (in.launch == nullptr) return name + " was not compiled in this build (STOICC_INSTANCES)";
   if (in.block_n != block_n || in.block_k != block_k)
     return name + " runs " + std::to_string(in.block_n) + "x" + std::to_string(in.block_k) +
            " tiles but the weight was compressed with " + std::to_string(block_n) + "x" + std::to_string(block_k);
@@ -48,8 +47,6 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
     return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
            std::to_string(split_k);
   if (p.cc < in.min_sm) return name + " needs compute capability >= " + std::to_string(in.min_sm);
-  if (in.max_sm && p.cc > in.max_sm)
-    return name + " uses wgmma, which only compute capability " + std::to_string(in.max_sm) + " (Hopper) has";
   if ((int)in.smem_bytes > p.max_smem_optin)
     return name + " needs " + std::to_string(in.smem_bytes) + " bytes of shared memory per CTA; this GPU allows " +
            std::to_string(p.max_smem_optin);

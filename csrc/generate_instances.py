@@ -31,31 +31,23 @@ class Instance:
     stages: int
     schedule: str  # "sequential", "split_k" or "stream_k"
     why: str
-    mma: str = "sync"  # "sync": mma.sync / mma.sp.sync (sm_80+); "wgmma": wgmma.mma_async(.sp), sm_90a only
     min_sm: int = 80  # mma.sp.sync m16n8k32 needs sm_80
 
     @property
-    def max_sm(self):
-        # wgmma is an sm_90a feature: later GPUs do not run it (0: no upper limit)
-        return 90 if self.mma == "wgmma" else 0
-
-    @property
     def name(self):
-        # w{warps_n}x{warps_m}: mma.sync warp grid; wg{n}: n warpgroups issuing wgmma
-        warps = f"wg{self.num_warps // 4}" if self.mma == "wgmma" else f"w{self.warps_n}x{self.warps_m}"
-        return f"spmm_m{self.block_m}_n{self.block_n}_k{self.block_k}_{warps}_s{self.stages}_{SHORT[self.schedule]}"
+        return (f"spmm_m{self.block_m}_n{self.block_n}_k{self.block_k}_w{self.warps_n}x{self.warps_m}"
+                f"_s{self.stages}_{SHORT[self.schedule]}")
 
     @property
     def smem_bytes(self):
-        # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (mma.sync:
-        # rows padded by 16 bytes); must match SpmmKernel::kSmemBytes
-        pad = 0 if self.mma == "wgmma" else 16
-        return self.stages * (2 * self.block_n * self.block_k + self.block_m * (2 * self.block_k + pad))
+        # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (unpadded,
+        # swizzled rows); must match SpmmKernel::kSmemBytes
+        return self.stages * (2 * self.block_n * self.block_k + self.block_m * 2 * self.block_k)
 
     @property
     def tparams(self):
         return (f"{self.block_m}, {self.block_n}, {self.block_k}, {self.warps_n}, {self.warps_m}, {self.stages}, "
-                f"{SCHED_ID[self.schedule]}, {MMA_ID[self.mma]}")
+                f"{SCHED_ID[self.schedule]}")
 
     @property
     def num_warps(self):
@@ -76,15 +68,22 @@ INSTANCES = [
     # (two instances) for weights whose rows differ much in cost, where per-row splits idle SMs.
     I(16, 128, 128, 4, 1, 3, "stream_k", "decode: byte-balanced over all SMs, 2 CTAs/SM on H100"),
     I(16, 128, 64, 4, 1, 4, "stream_k", "decode: byte-balanced, 128x64 tiles"),
-    # Small batches (M <= 64): still bandwidth-bound; one CTA covers all tokens.
+    # Small batches (M <= 64): still bandwidth-bound; one CTA covers all tokens. A CTA here is
+    # bound by the latency of its per-item instruction stream, not by bytes in flight, so CTAs
+    # per SM matter more than pipeline depth: 3 stages fit 3 CTAs per H100 SM where 4 fit 2
+    # (H100 sweeps at 559700b+, bench/results/ab/swizzle_s3_H100.log, stages_s2_s3_H100.log:
+    # 11008x4096 f = 1 M = 64 26.0 us vs 35.9 us with 4 stages, M = 32 22.4 vs 28.6 us). Listed
+    # first so that the untuned heuristic (dispatch.cpp) prefers them on ties.
+    I(32, 128, 64, 4, 1, 3, "split_k", "M in 17..32, 128x64 tiles: 3 CTAs per H100 SM"),
+    I(64, 128, 64, 2, 2, 3, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: 3 CTAs per H100 SM"),
     I(32, 128, 128, 4, 1, 4, "split_k", "M in 17..32 with 128x128 tiles"),
-    I(32, 128, 64, 4, 1, 4, "split_k", "M in 17..32 with 128x64 tiles"),
-    I(64, 128, 64, 4, 1, 4, "split_k", "M in 33..64 with 128x64 tiles"),
+    I(32, 128, 64, 4, 1, 4, "split_k", "M in 17..32 with 128x64 tiles (2 CTAs per SM; wins on 28672x8192)"),
     I(64, 64, 128, 4, 1, 4, "split_k", "M in 33..64 with 64x128 tiles"),
     # A 2x2 warp grid halves the shared-memory X traffic per item (each warp reads the X
     # fragments of its tokens for its rows: (warps along N) x BM x BK x 2 bytes). H100 A/B at
     # cf21921: 2-8 % faster than the 4x1 grid at M = 64 with 2:4 tiles (7 of 12 cases); the 2x2
-    # variants for M = 32 and for 64x128 tiles never won by more than 1 % and were dropped.
+    # variants for M = 32 and for 64x128 tiles never won by more than 1 % and were dropped. The
+    # 4x1 M = 64 128x64 instance lost to 2x2 in every case of the later sweeps and was dropped.
     I(64, 128, 64, 2, 2, 4, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: half the X smem traffic"),
     # Stream-K for M in 17..64, where a CTA is issue-bound and uneven CTA counts per SM cost the
     # most (docs/kernels.md step 10). H200 A/B at daafb86: 4-9 % faster than the best split_k on
@@ -93,26 +92,6 @@ INSTANCES = [
     I(64, 128, 64, 2, 2, 4, "stream_k", "M in 33..64: byte-balanced over all SMs; wins on large N x K"),
     I(32, 128, 64, 4, 1, 4, "stream_k", "M in 17..32: byte-balanced over all SMs; wins on large N x K"),
     # Prefill (M >= 128): compute-bound on the mma.sync path; 8 warps, 64x32 warp tiles.
-    # Hopper wgmma (sm_90a): one warpgroup issues wgmma.sp / wgmma with the weight from registers
-    # and X from shared memory, instead of one ldmatrix + mma.sync per 8 tokens per warp.
-    I(16, 128, 128, 4, 1, 4, "split_k", "wgmma decode: 128x128 tiles", mma="wgmma", min_sm=90),
-    I(16, 128, 64, 4, 1, 4, "split_k", "wgmma decode: 128x64 tiles", mma="wgmma", min_sm=90),
-    I(32, 128, 64, 4, 1, 4, "split_k", "wgmma M in 17..32: 128x64 tiles", mma="wgmma", min_sm=90),
-    I(32, 128, 128, 4, 1, 4, "split_k", "wgmma M in 17..32: 128x128 tiles", mma="wgmma", min_sm=90),
-    I(64, 128, 64, 4, 1, 4, "split_k", "wgmma M in 33..64: 128x64 tiles", mma="wgmma", min_sm=90),
-    I(64, 128, 64, 4, 1, 4, "stream_k", "wgmma M in 33..64: byte-balanced", mma="wgmma", min_sm=90),
-    I(64, 128, 128, 4, 1, 3, "split_k", "wgmma M in 33..64: 128x128 tiles", mma="wgmma", min_sm=90),
-    I(64, 128, 64, 4, 1, 3, "split_k", "EXP occ"),
-    I(64, 128, 64, 2, 2, 3, "split_k", "EXP occ"),
-    I(64, 128, 64, 4, 2, 4, "split_k", "EXP occ"),
-    I(64, 128, 64, 2, 4, 4, "split_k", "EXP occ"),
-    I(64, 128, 64, 2, 4, 3, "split_k", "EXP occ"),
-    I(32, 128, 64, 4, 1, 3, "split_k", "EXP occ"),
-    I(32, 128, 64, 4, 2, 4, "split_k", "EXP occ"),
-    I(32, 128, 64, 4, 2, 3, "split_k", "EXP occ"),
-    I(16, 128, 64, 4, 1, 3, "split_k", "EXP occ"),
-    I(16, 128, 64, 8, 1, 4, "split_k", "EXP occ"),
-    I(16, 128, 128, 8, 1, 3, "split_k", "EXP occ"),
     I(128, 128, 64, 2, 4, 3, "sequential", "prefill: 128x64 tiles, 128 tokens per CTA"),
     I(128, 64, 128, 2, 4, 3, "sequential", "prefill: 64x128 tiles"),
     I(128, 128, 128, 2, 4, 2, "sequential", "prefill: 128x128 tiles, two stages to fit smem"),
@@ -120,34 +99,27 @@ INSTANCES = [
 ]
 
 SCHED_ID = {"sequential": 0, "split_k": 1, "stream_k": 2}
-MMA_ID = {"sync": 0, "wgmma": 1}
 SHORT = {"sequential": "seq", "split_k": "splitk", "stream_k": "streamk"}
 HEADER = "// Auto-generated by csrc/generate_instances.py: do not edit.\n"
 
 
 def instance_source(inst):
-    # wgmma instances exist only in builds that include sm_90a (setup.py / CMakeLists.txt define
-    # STOICC_HAVE_SM90A); elsewhere their registry entry stays null ("not compiled in this build").
-    guard = inst.mma == "wgmma"
     return (HEADER + f"// {inst.why}\n"
             '#include "../kernels/spmm_kernel.cuh"\n\n'
-            + ("#ifdef STOICC_HAVE_SM90A\n" if guard else "")
-            + "namespace stoicc {\n"
+            "namespace stoicc {\n"
             f"static_assert(SpmmKernel<__half, {inst.tparams}>::kSmemBytes == {inst.smem_bytes},\n"
             f"              \"generate_instances.py and the kernel disagree on shared memory\");\n"
             f"int launch_{inst.name}(const SpmmArgs& a, DType dt, void* stream) {{\n"
             f"  return launch_instance<{inst.tparams}>(a, dt, stream);\n"
             "}\n"
             f"bool uses_cluster_{inst.name}(DType dt) {{ return instance_uses_cluster<{inst.tparams}>(dt); }}\n"
-            "}  // namespace stoicc\n"
-            + ("#endif  // STOICC_HAVE_SM90A\n" if guard else ""))
+            "}  // namespace stoicc\n")
 
 
 def manifest_entries():
     return [dict(index=i, name=x.name, BLOCK_M=x.block_m, BLOCK_N=x.block_n, BLOCK_K=x.block_k,
                  warps_n=x.warps_n, warps_m=x.warps_m, num_warps=x.num_warps, num_stages=x.stages,
-                 schedule=x.schedule, mma=x.mma, min_sm=x.min_sm, max_sm=x.max_sm, smem_bytes=x.smem_bytes,
-                 why=x.why)
+                 schedule=x.schedule, min_sm=x.min_sm, smem_bytes=x.smem_bytes, why=x.why)
             for i, x in enumerate(INSTANCES)]
 
 
@@ -166,7 +138,7 @@ def registry_source():
     for x in INSTANCES:
         lines.append(f'    {{"{x.name}", {x.block_m}, {x.block_n}, {x.block_k}, {x.warps_n}, {x.warps_m}, '
                      f"{x.stages}, {SCHED_ID[x.schedule]}, {x.min_sm}, &launch_{x.name}, "
-                     f"{x.smem_bytes}, &uses_cluster_{x.name}, {x.max_sm}}},\n")
+                     f"{x.smem_bytes}, &uses_cluster_{x.name}}},\n")
     lines.append("};\n")
     lines.append(f"const int kNumInstances = {len(INSTANCES)};\n")
     lines.append(f"const uint64_t kManifestHash = {manifest_hash()}ULL;\n")

@@ -8,11 +8,12 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 echo "commit ${STOICC_COMMIT:-unknown}" | tee "$OUT/summary.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
 python3 -m pytest tests -q -rs > "$OUT/pytest_full.log" 2>&1; echo "pytest rc=$? $(tail -1 "$OUT/pytest_full.log")" | tee -a "$OUT/summary.txt"
-for cfg in "spmm_m16_n128_k128_w4x1_s4_seq 1 128x128" "spmm_m16_n128_k128_w4x1_s3_splitk 4 128x128" \
-           "spmm_m16_n128_k128_w4x1_s3_streamk 16 128x128" "spmm_m128_n128_k64_w2x4_s3_seq 1 128x64"; do
+for cfg in "spmm_m16_n128_k128_w4x1_s4_seq 1 128x128 16" "spmm_m16_n128_k128_w4x1_s3_splitk 4 128x128 16" \
+           "spmm_m16_n128_k128_w4x1_s3_streamk 16 128x128 16" "spmm_m128_n128_k64_w2x4_s3_seq 1 128x64 16" \
+           "spmm_m64_n128_k64_w2x2_s3_splitk 3 128x64 50"; do
   set -- $cfg
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 3 python3 bench/profile_case.py --n 1024 --k 1024 --m 16 \
+    compute-sanitizer --tool $tool --error-exitcode 3 python3 bench/profile_case.py --n 1024 --k 1024 --m $4 \
       --frac 0.5 --block $3 --instance $1 --split $2 --iters 1 --check > "$OUT/sanitizer_${tool}_$1.log" 2>&1
     echo "$tool $1 split $2: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_$1.log" | tail -1)" | tee -a "$OUT/summary.txt"
   done

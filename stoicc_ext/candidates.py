@@ -95,8 +95,7 @@ def _candidates(schedules, space, M, N, K, props, counts):
             if e["schedule"] != name:
                 continue
             bn, bk = e["BLOCK_N"], e["BLOCK_K"]
-            if N % bn or K % bk or e["smem_bytes"] > props["smem_optin"] or props["cc"] < e["min_sm"] \
-                    or (e.get("max_sm") and props["cc"] > e["max_sm"]):
+            if N % bn or K % bk or e["smem_bytes"] > props["smem_optin"] or props["cc"] < e["min_sm"]:
                 continue
             nsd = counts.get((bn, bk)) if counts is not None else None
             for split in _splits(e, M, N, K, props, nsd):

@@ -18,12 +18,14 @@ __attribute__((weak)) int launch_spmm_m16_n128_k128_w4x1_s3_streamk(const SpmmAr
 __attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk(DType);
 __attribute__((weak)) int launch_spmm_m16_n128_k64_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk(DType);
+__attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s3_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk(DType);
+__attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s3_splitk(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m64_n64_k128_w4x1_s4_splitk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk(DType);
 __attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s4_splitk(const SpmmArgs&, DType, void*);
@@ -32,42 +34,6 @@ __attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s4_streamk(const SpmmArg
 __attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType);
 __attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s4_streamk(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk(DType);
-__attribute__((weak)) int launch_spmm_m16_n128_k128_wg1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_wg1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m16_n128_k64_wg1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_wg1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m32_n128_k64_wg1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_wg1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m32_n128_k128_wg1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k128_wg1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_wg1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_wg1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_wg1_s4_streamk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_wg1_s4_streamk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k128_wg1_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k128_wg1_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w4x1_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w4x1_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w2x2_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w4x2_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w4x2_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w2x4_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x4_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m64_n128_k64_w2x4_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m64_n128_k64_w2x4_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m32_n128_k64_w4x1_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m32_n128_k64_w4x2_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x2_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m32_n128_k64_w4x2_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m32_n128_k64_w4x2_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m16_n128_k64_w4x1_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_w4x1_s3_splitk(DType);
-__attribute__((weak)) int launch_spmm_m16_n128_k64_w8x1_s4_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k64_w8x1_s4_splitk(DType);
-__attribute__((weak)) int launch_spmm_m16_n128_k128_w8x1_s3_splitk(const SpmmArgs&, DType, void*);
-__attribute__((weak)) bool uses_cluster_spmm_m16_n128_k128_w8x1_s3_splitk(DType);
 __attribute__((weak)) int launch_spmm_m128_n128_k64_w2x4_s3_seq(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n64_k128_w2x4_s3_seq(const SpmmArgs&, DType, void*);
@@ -78,44 +44,27 @@ __attribute__((weak)) int launch_spmm_m128_n64_k64_w2x4_s4_seq(const SpmmArgs&, 
 __attribute__((weak)) bool uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq(DType);
 
 const InstanceInfo kInstances[] = {
-    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, 1, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk, 0},
-    {"spmm_m16_n128_k128_w4x1_s3_splitk", 16, 128, 128, 4, 1, 3, 1, 80, &launch_spmm_m16_n128_k128_w4x1_s3_splitk, 111360, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk, 0},
-    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk, 0},
-    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, 1, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk, 0},
-    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, 1, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 62976, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk, 0},
-    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, 0, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq, 0},
-    {"spmm_m16_n128_k128_w4x1_s3_streamk", 16, 128, 128, 4, 1, 3, 2, 80, &launch_spmm_m16_n128_k128_w4x1_s3_streamk, 111360, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk, 0},
-    {"spmm_m16_n128_k64_w4x1_s4_streamk", 16, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m16_n128_k64_w4x1_s4_streamk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk, 0},
-    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 165888, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk, 0},
-    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk, 0},
-    {"spmm_m64_n128_k64_w4x1_s4_splitk", 64, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m64_n128_k64_w4x1_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x1_s4_splitk, 0},
-    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, 1, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 135168, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk, 0},
-    {"spmm_m64_n128_k64_w2x2_s4_splitk", 64, 128, 64, 2, 2, 4, 1, 80, &launch_spmm_m64_n128_k64_w2x2_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk, 0},
-    {"spmm_m64_n128_k64_w2x2_s4_streamk", 64, 128, 64, 2, 2, 4, 2, 80, &launch_spmm_m64_n128_k64_w2x2_s4_streamk, 102400, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk, 0},
-    {"spmm_m32_n128_k64_w4x1_s4_streamk", 32, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m32_n128_k64_w4x1_s4_streamk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk, 0},
-    {"spmm_m16_n128_k128_wg1_s4_splitk", 16, 128, 128, 4, 1, 4, 1, 90, &launch_spmm_m16_n128_k128_wg1_s4_splitk, 147456, &uses_cluster_spmm_m16_n128_k128_wg1_s4_splitk, 90},
-    {"spmm_m16_n128_k64_wg1_s4_splitk", 16, 128, 64, 4, 1, 4, 1, 90, &launch_spmm_m16_n128_k64_wg1_s4_splitk, 73728, &uses_cluster_spmm_m16_n128_k64_wg1_s4_splitk, 90},
-    {"spmm_m32_n128_k64_wg1_s4_splitk", 32, 128, 64, 4, 1, 4, 1, 90, &launch_spmm_m32_n128_k64_wg1_s4_splitk, 81920, &uses_cluster_spmm_m32_n128_k64_wg1_s4_splitk, 90},
-    {"spmm_m32_n128_k128_wg1_s4_splitk", 32, 128, 128, 4, 1, 4, 1, 90, &launch_spmm_m32_n128_k128_wg1_s4_splitk, 163840, &uses_cluster_spmm_m32_n128_k128_wg1_s4_splitk, 90},
-    {"spmm_m64_n128_k64_wg1_s4_splitk", 64, 128, 64, 4, 1, 4, 1, 90, &launch_spmm_m64_n128_k64_wg1_s4_splitk, 98304, &uses_cluster_spmm_m64_n128_k64_wg1_s4_splitk, 90},
-    {"spmm_m64_n128_k64_wg1_s4_streamk", 64, 128, 64, 4, 1, 4, 2, 90, &launch_spmm_m64_n128_k64_wg1_s4_streamk, 98304, &uses_cluster_spmm_m64_n128_k64_wg1_s4_streamk, 90},
-    {"spmm_m64_n128_k128_wg1_s3_splitk", 64, 128, 128, 4, 1, 3, 1, 90, &launch_spmm_m64_n128_k128_wg1_s3_splitk, 147456, &uses_cluster_spmm_m64_n128_k128_wg1_s3_splitk, 90},
-    {"spmm_m64_n128_k64_w4x1_s3_splitk", 64, 128, 64, 4, 1, 3, 1, 80, &launch_spmm_m64_n128_k64_w4x1_s3_splitk, 76800, &uses_cluster_spmm_m64_n128_k64_w4x1_s3_splitk, 0},
-    {"spmm_m64_n128_k64_w2x2_s3_splitk", 64, 128, 64, 2, 2, 3, 1, 80, &launch_spmm_m64_n128_k64_w2x2_s3_splitk, 76800, &uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk, 0},
-    {"spmm_m64_n128_k64_w4x2_s4_splitk", 64, 128, 64, 4, 2, 4, 1, 80, &launch_spmm_m64_n128_k64_w4x2_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w4x2_s4_splitk, 0},
-    {"spmm_m64_n128_k64_w2x4_s4_splitk", 64, 128, 64, 2, 4, 4, 1, 80, &launch_spmm_m64_n128_k64_w2x4_s4_splitk, 102400, &uses_cluster_spmm_m64_n128_k64_w2x4_s4_splitk, 0},
-    {"spmm_m64_n128_k64_w2x4_s3_splitk", 64, 128, 64, 2, 4, 3, 1, 80, &launch_spmm_m64_n128_k64_w2x4_s3_splitk, 76800, &uses_cluster_spmm_m64_n128_k64_w2x4_s3_splitk, 0},
-    {"spmm_m32_n128_k64_w4x1_s3_splitk", 32, 128, 64, 4, 1, 3, 1, 80, &launch_spmm_m32_n128_k64_w4x1_s3_splitk, 62976, &uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk, 0},
-    {"spmm_m32_n128_k64_w4x2_s4_splitk", 32, 128, 64, 4, 2, 4, 1, 80, &launch_spmm_m32_n128_k64_w4x2_s4_splitk, 83968, &uses_cluster_spmm_m32_n128_k64_w4x2_s4_splitk, 0},
-    {"spmm_m32_n128_k64_w4x2_s3_splitk", 32, 128, 64, 4, 2, 3, 1, 80, &launch_spmm_m32_n128_k64_w4x2_s3_splitk, 62976, &uses_cluster_spmm_m32_n128_k64_w4x2_s3_splitk, 0},
-    {"spmm_m16_n128_k64_w4x1_s3_splitk", 16, 128, 64, 4, 1, 3, 1, 80, &launch_spmm_m16_n128_k64_w4x1_s3_splitk, 56064, &uses_cluster_spmm_m16_n128_k64_w4x1_s3_splitk, 0},
-    {"spmm_m16_n128_k64_w8x1_s4_splitk", 16, 128, 64, 8, 1, 4, 1, 80, &launch_spmm_m16_n128_k64_w8x1_s4_splitk, 74752, &uses_cluster_spmm_m16_n128_k64_w8x1_s4_splitk, 0},
-    {"spmm_m16_n128_k128_w8x1_s3_splitk", 16, 128, 128, 8, 1, 3, 1, 80, &launch_spmm_m16_n128_k128_w8x1_s3_splitk, 111360, &uses_cluster_spmm_m16_n128_k128_w8x1_s3_splitk, 0},
-    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, 0, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 104448, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq, 0},
-    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, 0, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 153600, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq, 0},
-    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, 0, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 135168, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq, 0},
-    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, 0, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 106496, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq, 0},
+    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, 1, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 147456, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk},
+    {"spmm_m16_n128_k128_w4x1_s3_splitk", 16, 128, 128, 4, 1, 3, 1, 80, &launch_spmm_m16_n128_k128_w4x1_s3_splitk, 110592, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk},
+    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 73728, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk},
+    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, 1, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 81920, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk},
+    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, 1, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 61440, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk},
+    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, 0, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 147456, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq},
+    {"spmm_m16_n128_k128_w4x1_s3_streamk", 16, 128, 128, 4, 1, 3, 2, 80, &launch_spmm_m16_n128_k128_w4x1_s3_streamk, 110592, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk},
+    {"spmm_m16_n128_k64_w4x1_s4_streamk", 16, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m16_n128_k64_w4x1_s4_streamk, 73728, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk},
+    {"spmm_m32_n128_k64_w4x1_s3_splitk", 32, 128, 64, 4, 1, 3, 1, 80, &launch_spmm_m32_n128_k64_w4x1_s3_splitk, 61440, &uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk},
+    {"spmm_m64_n128_k64_w2x2_s3_splitk", 64, 128, 64, 2, 2, 3, 1, 80, &launch_spmm_m64_n128_k64_w2x2_s3_splitk, 73728, &uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk},
+    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 163840, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk},
+    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, 1, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 81920, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk},
+    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, 1, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 131072, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk},
+    {"spmm_m64_n128_k64_w2x2_s4_splitk", 64, 128, 64, 2, 2, 4, 1, 80, &launch_spmm_m64_n128_k64_w2x2_s4_splitk, 98304, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk},
+    {"spmm_m64_n128_k64_w2x2_s4_streamk", 64, 128, 64, 2, 2, 4, 2, 80, &launch_spmm_m64_n128_k64_w2x2_s4_streamk, 98304, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk},
+    {"spmm_m32_n128_k64_w4x1_s4_streamk", 32, 128, 64, 4, 1, 4, 2, 80, &launch_spmm_m32_n128_k64_w4x1_s4_streamk, 81920, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk},
+    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, 0, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 98304, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq},
+    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, 0, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 147456, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq},
+    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, 0, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 131072, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq},
+    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, 0, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 98304, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
 };
-const int kNumInstances = 37;
-const uint64_t kManifestHash = 1098852640109784503ULL;
+const int kNumInstances = 20;
+const uint64_t kManifestHash = 7837907240729518815ULL;
 }  // namespace stoicc

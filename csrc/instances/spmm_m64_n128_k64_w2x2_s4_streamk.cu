@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, 2, 0>::kSmemBytes == 102400,
+static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, 2>::kSmemBytes == 98304,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m64_n128_k64_w2x2_s4_streamk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<64, 128, 64, 2, 2, 4, 2, 0>(a, dt, stream);
+  return launch_instance<64, 128, 64, 2, 2, 4, 2>(a, dt, stream);
 }
-bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, 2, 0>(dt); }
+bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, 2>(dt); }
 }  // namespace stoicc

@@ -28,42 +28,34 @@
 
 #include "../common.h"
 #include "ptx.cuh"
-#include "wgmma.cuh"
 
 namespace stoicc {
 
 // Schedules (template parameter SCHED).
 enum Schedule : int { kSequential = 0, kSplitK = 1, kStreamK = 2 };
-// Tensor-core instructions (template parameter MMA): warp-level mma.sync / mma.sp.sync (sm_80+),
-// or Hopper's warpgroup wgmma.mma_async(.sp) with X read from shared memory (sm_90a only).
-enum MmaKind : int { kMmaSync = 0, kWgmma = 1 };
 
-template <typename T, int BM, int BN, int BK, int WARPS_N, int WARPS_M, int STAGES, int SCHED, int MMA>
+template <typename T, int BM, int BN, int BK, int WARPS_N, int WARPS_M, int STAGES, int SCHED>
 struct SpmmKernel {
-  static constexpr bool kWg = MMA == kWgmma;
   static constexpr int kThreads = WARPS_N * WARPS_M * 32;
-  static constexpr int kWarpGroups = kThreads / 128;  // wgmma: each warpgroup owns BN/kWarpGroups rows
-  static constexpr int kWarpRows = BN / WARPS_N;      // mma.sync: weight rows per warp
-  // m16 blocks per warp (mma.sync) or m64 blocks per warpgroup (wgmma)
-  static constexpr int kMT = kWg ? BN / (64 * kWarpGroups) : kWarpRows / 16;
+  static constexpr int kWarpRows = BN / WARPS_N;   // weight rows per warp
+  static constexpr int kMT = kWarpRows / 16;       // m16 blocks per warp
   static constexpr int kWarpCols = BM / WARPS_M;   // tokens per warp
   static constexpr int kNT = kWarpCols / 8;        // n8 blocks per warp
   static constexpr int kWBytes = 2 * BN * BK;      // a dense tile; a 2:4 tile uses 9/16 of it
   static constexpr int kSparseValBytes = BN * BK;  // BN*BK/2 values of 2 bytes
   static constexpr int kSparseMetaBytes = BN * BK / 8;
-  // mma.sync: X slice rows are padded by 16 bytes, so that ldmatrix reads 8 rows from 8
-  // different bank groups without a swizzle. wgmma: the core-matrix layout of wgmma.cuh.
-  static constexpr int kXRowBytes = kWg ? 2 * BK : 2 * BK + 16;
+  // X slice rows are not padded: the 16-byte chunk c of row r is stored at chunk c ^ (r % 8) of
+  // the row, so that the 8 rows one ldmatrix reads (and the 8 chunks of a row that the cp.async
+  // copies write) fall in 8 different bank groups. Without padding a stage is small enough for
+  // 3 CTAs per H100 SM at M = 64, BLOCK_K = 64 with 3 stages.
+  static constexpr int kXRowBytes = 2 * BK;
   static constexpr int kXBytes = BM * kXRowBytes;
   static constexpr int kStageBytes = kWBytes + kXBytes;
   static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes;
   static constexpr int kMaxSeg = 16;  // tile-row segments one CTA walks per pass (stream-K)
 
   static_assert(BK % 64 == 0, "BLOCK_K must be a multiple of 64 (one metadata word spans 64 K)");
-  static_assert(kWg || (kWarpRows % 16 == 0 && kMT >= 1), "each warp needs whole m16 blocks");
-  static_assert(!kWg || (WARPS_M == 1 && kThreads % 128 == 0 && kMT >= 1 && BN % (64 * kWarpGroups) == 0 &&
-                         (BM == 16 || BM == 32 || BM == 64)),
-                "wgmma: whole warpgroups, each owning whole m64 blocks of rows and all 16/32/64 tokens");
+  static_assert(kWarpRows % 16 == 0 && kMT >= 1, "each warp needs whole m16 blocks");
   static_assert(kWarpCols % 8 == 0 && kNT >= 1, "each warp needs whole n8 blocks");
   static_assert(STAGES >= 2, "pipeline needs at least two stages");
 
@@ -247,8 +239,10 @@ struct SpmmKernel {
 #endif
 
     // This thread's 16-byte chunks of every X slice: the same (row, chunk) pairs for every item,
-    // so their offsets are computed once here instead of once per item (the per-item instruction
-    // count is what bounds a CTA at M = 32/64). x_goff < 0: row past M, zero-filled.
+    // so their offsets are computed once here, not once per item. At M = 32/64 a CTA is bound
+    // by the latency of its per-item instruction stream (docs/kernels.md); this took 15-20 % off
+    // those cases on the H100 (bench/results/ab/xoffsets_H100.log). x_goff < 0: row past M,
+    // zero-filled.
     constexpr int kXChunks = BM * (BK / 8);
     constexpr int kXPerThread = (kXChunks + kThreads - 1) / kThreads;
     int64_t x_goff[kXPerThread];
@@ -256,19 +250,8 @@ struct SpmmKernel {
 #pragma unroll
     for (int i = 0; i < kXPerThread; ++i) {
       const int c = tid + i * kThreads;
-      int r, ch;
-      if constexpr (kWg) {
-        // 8 consecutive threads fill one 128-byte core matrix (8 tokens of one chunk: no bank
-        // conflict); a warp reads 64 contiguous bytes of each of 8 rows (whole sectors).
-        const int rest = c >> 5;
-        r = (rest / (BK / 32)) * 8 + (c & 7);
-        ch = (rest % (BK / 32)) * 4 + ((c >> 3) & 3);
-        x_soff[i] = ((ch * (BM / 8) + (r >> 3)) * 8 + (r & 7)) * 16;
-      } else {
-        r = c / (BK / 8);
-        ch = c % (BK / 8);
-        x_soff[i] = r * kXRowBytes + ch * 16;
-      }
+      const int r = c / (BK / 8), ch = c % (BK / 8);
+      x_soff[i] = r * kXRowBytes + ((ch ^ (r & 7)) * 16);
       x_goff[i] = r < rows_valid ? (int64_t)r * a.ldx + ch * 8 : -1;
     }
 
@@ -318,14 +301,6 @@ struct SpmmKernel {
       }
     };
 
-    // The 16-row block of the weight tile that warp w's accumulator block mt covers. mma.sync:
-    // each warp owns kMT consecutive blocks. wgmma: warpgroup wg owns kMT m64 blocks, and warp w
-    // of it rows 16*(w%4) .. +15 of each.
-    auto mb16 = [&](int w, int mt) {
-      if constexpr (kWg) return ((w / 4) * kMT + mt) * 4 + (w % 4);
-      else return (w % WARPS_N) * kMT + mt;
-    };
-
     float acc[kMT][kNT][4];
     auto zero_acc = [&]() {
 #pragma unroll
@@ -342,59 +317,8 @@ struct SpmmKernel {
     auto load_b = [&](const uint8_t* sx, int ks, uint32_t (&b)[kNT][4]) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const int r = warp_m * kWarpCols + nt * 8 + (lane & 7);
-        ldmatrix_x4(b[nt], sx + r * kXRowBytes + (ks * 4 + (lane >> 3)) * 16);
-      }
-    };
-
-    // wgmma: every A and E register of the item is loaded first (wgmma.fence orders those
-    // writes before the tensor cores read them), then all the item's MMAs are issued back to back
-    // and awaited before the slot is released.
-    auto compute_sparse_wg = [&](const uint8_t* sw, const uint8_t* sx) {
-      if constexpr (kWg) {
-      const uint4* wv = reinterpret_cast<const uint4*>(sw);
-      const uint32_t* wm = reinterpret_cast<const uint32_t*>(sw + kSparseValBytes);
-      uint4 av[BK / 32][kMT];
-      uint32_t e[BK / 64][kMT];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        const int mb = mb16(warp, mt);
-#pragma unroll
-        for (int ks = 0; ks < BK / 32; ++ks) av[ks][mt] = wv[(mb * (BK / 32) + ks) * 32 + lane];
-#pragma unroll
-        for (int kp = 0; kp < BK / 64; ++kp) e[kp][mt] = wm[(mb * (BK / 64) + kp) * 32 + lane];
-      }
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < BK / 32; ++ks) {
-        const uint64_t desc = wgmma_desc(sx + ks * 4 * BM * 16, BM * 16, 128);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          if (ks % 2 == 0) wgmma_sp<T, BM, 0>(acc[mt], av[ks][mt], desc, e[ks / 2][mt]);
-          else wgmma_sp<T, BM, 1>(acc[mt], av[ks][mt], desc, e[ks / 2][mt]);
-        }
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      }
-    };
-    auto compute_dense_wg = [&](const uint8_t* sw, const uint8_t* sx) {
-      if constexpr (kWg) {
-      const uint4* wv = reinterpret_cast<const uint4*>(sw);
-      uint4 av[BK / 16][kMT];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int ks = 0; ks < BK / 16; ++ks) av[ks][mt] = wv[(mb16(warp, mt) * (BK / 16) + ks) * 32 + lane];
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < BK / 16; ++ks) {
-        const uint64_t desc = wgmma_desc(sx + ks * 2 * BM * 16, BM * 16, 128);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) wgmma_dense<T, BM>(acc[mt], av[ks][mt], desc);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
+        const int r = warp_m * kWarpCols + nt * 8 + (lane & 7);  // r % 8 == lane % 8
+        ldmatrix_x4(b[nt], sx + r * kXRowBytes + (((ks * 4 + (lane >> 3)) ^ (lane & 7)) * 16));
       }
     };
 
@@ -448,7 +372,7 @@ struct SpmmKernel {
     // Writes float4 slot f (fragment order: (warp, mt, nt, lane)) of tile row `row` to Y.
     auto store_slot = [&](int row, int f, float4 v) {
       const int fl = f % 32, rest = f / 32, nt = rest % kNT, mt = (rest / kNT) % kMT, w = rest / (kNT * kMT);
-      const int n = row * BN + mb16(w, mt) * 16 + (fl >> 2);
+      const int n = row * BN + ((w % WARPS_N) * kMT + mt) * 16 + (fl >> 2);
       const int m = m0 + (w / WARPS_N) * kWarpCols + nt * 8 + 2 * (fl & 3);
       const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -534,7 +458,6 @@ struct SpmmKernel {
         const Segment& g = segs[cs];
         for (int j = g.j0; j < g.j1; ++j) {
           cp_async_wait<STAGES - 2>();  // this thread's X copies of this item landed
-          if constexpr (kWg) fence_proxy_async_smem();  // ... and are visible to wgmma's reads
           __syncthreads();              // every warp is done with the previous item's slot
           if (is < nseg) {
             int ls = slot + STAGES - 1; if (ls >= STAGES) ls -= STAGES;
@@ -547,13 +470,8 @@ struct SpmmKernel {
           phase_bits ^= 1u << slot;
 #endif
           const uint8_t* sw = smem + slot * kStageBytes;
-          if constexpr (kWg) {
-            if (j < g.nS) compute_sparse_wg(sw, sw + kWBytes);
-            else compute_dense_wg(sw, sw + kWBytes);
-          } else {
-            if (j < g.nS) compute_sparse(sw, sw + kWBytes);
-            else compute_dense(sw, sw + kWBytes);
-          }
+          if (j < g.nS) compute_sparse(sw, sw + kWBytes);
+          else compute_dense(sw, sw + kWBytes);
           if (++slot == STAGES) slot = 0;
         }
 #ifdef STOICC_BULK_COPY
@@ -596,16 +514,10 @@ struct SpmmKernel {
   }
 };
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED, int MMA>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 __global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const SpmmArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  // wgmma code exists only for sm_90a; elsewhere the kernel is empty and never launched.
-#if defined(STOICC_WGMMA)
-  constexpr bool kCompiled = true;
-#else
-  constexpr bool kCompiled = MMA != kWgmma;
-#endif
-  if constexpr (kCompiled) SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED, MMA>::run(a);
+  SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>::run(a);
 #endif
 }
 
@@ -633,15 +545,15 @@ inline bool pdl_enabled() {
   return on;
 }
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED, int MMA>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 bool uses_cluster_typed() {
-  return SCHED == kSplitK && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED, MMA>) >= 90;
+  return SCHED == kSplitK && binary_version(spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED>) >= 90;
 }
 
-template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED, int MMA>
+template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
-  using K = SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED, MMA>;
-  auto kernel = spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED, MMA>;
+  using K = SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>;
+  auto kernel = spmm_kernel<T, BM, BN, BK, WN, WM, ST, SCHED>;
   // Opting in to more than 48 KiB of dynamic shared memory is a per-function attribute; set it on
   // every call (cheap, idempotent, allowed during graph capture) rather than caching per device.
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::kSmemBytes);
@@ -656,7 +568,7 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   cudaLaunchAttribute attr[2];
   unsigned n_attr = 0;
   const bool sm90_code = binary_version(kernel) >= 90;
-  if (SCHED == kSplitK && split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SCHED, MMA>()) {
+  if (SCHED == kSplitK && split > 1 && uses_cluster_typed<T, BM, BN, BK, WN, WM, ST, SCHED>()) {
     if (split > 8) return (int)cudaErrorInvalidClusterSize;  // portable cluster size
     attr[n_attr].id = cudaLaunchAttributeClusterDimension;
     attr[n_attr].val.clusterDim.x = (unsigned)split;
@@ -678,17 +590,17 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   return (int)cudaGetLastError();
 }
 
-template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED, int MMA>
+template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 int launch_instance(const SpmmArgs& a, DType dt, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  if (dt == DType::BF16) return launch_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED, MMA>(a, s);
-  return launch_typed<__half, BM, BN, BK, WN, WM, ST, SCHED, MMA>(a, s);
+  if (dt == DType::BF16) return launch_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED>(a, s);
+  return launch_typed<__half, BM, BN, BK, WN, WM, ST, SCHED>(a, s);
 }
 
-template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED, int MMA>
+template <int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
 bool instance_uses_cluster(DType dt) {
-  if (dt == DType::BF16) return uses_cluster_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED, MMA>();
-  return uses_cluster_typed<__half, BM, BN, BK, WN, WM, ST, SCHED, MMA>();
+  if (dt == DType::BF16) return uses_cluster_typed<__nv_bfloat16, BM, BN, BK, WN, WM, ST, SCHED>();
+  return uses_cluster_typed<__half, BM, BN, BK, WN, WM, ST, SCHED>();
 }
 
 }  // namespace stoicc
