@@ -30,6 +30,8 @@ struct SpmmArgs {
   int n_sparse, n_dense;    // total stored tiles: every index read is clamped to these
   int split_k;              // split_k: CTAs per tile row; stream_k: CTAs per token block (G)
   int max_contrib;          // stream_k: partials the workspace holds per tile row
+  // sm_90: the TMA tensor map (a CUtensorMap) of X, written by the launcher (tensor_map.cuh).
+  alignas(64) unsigned char x_tmap[128];
 };
 
 // One compiled kernel instance (a row of the generated registry / manifest).

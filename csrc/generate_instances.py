@@ -41,8 +41,8 @@ class Instance:
     @property
     def smem_bytes(self):
         # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (unpadded,
-        # swizzled rows); must match SpmmKernel::kSmemBytes
-        return self.stages * (2 * self.block_n * self.block_k + self.block_m * 2 * self.block_k)
+        # swizzled rows); + 1 KiB to align the base to 1024 bytes. Must match SpmmKernel::kSmemBytes
+        return self.stages * (2 * self.block_n * self.block_k + self.block_m * 2 * self.block_k) + 1024
 
     @property
     def tparams(self):

@@ -123,6 +123,21 @@ __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t by
           "r"(smem_addr(dst)),
       "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy));
 }
+// Orders this thread's earlier generic-proxy shared-memory accesses (and, after a barrier, the
+// CTA's) before its later async-proxy ones (bulk / TMA copies into the same bytes).
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// TMA tensor copy of the 2-D box at element coordinates (c0 along the inner dimension, c1
+// along rows) described by the tensor map at `tmap` (a __grid_constant__ kernel argument) into
+// shared memory, completed on `bar`. Out-of-range rows are written as zeros.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* tmap, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(tmap), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
 // Programmatic dependent launch (PDL). launch_dependents lets the next kernel of the stream (if
 // launched with the programmatic-serialization attribute) start its CTAs before this grid ends;
 // wait blocks until every prerequisite grid has completed and its memory is visible. Nothing a

@@ -25,9 +25,11 @@
 #pragma once
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "../common.h"
 #include "ptx.cuh"
+#include "tensor_map.cuh"
 
 namespace stoicc {
 
@@ -44,14 +46,22 @@ struct SpmmKernel {
   static constexpr int kWBytes = 2 * BN * BK;      // a dense tile; a 2:4 tile uses 9/16 of it
   static constexpr int kSparseValBytes = BN * BK;  // BN*BK/2 values of 2 bytes
   static constexpr int kSparseMetaBytes = BN * BK / 8;
-  // X slice rows are not padded: the 16-byte chunk c of row r is stored at chunk c ^ (r % 8) of
-  // the row, so that the 8 rows one ldmatrix reads (and the 8 chunks of a row that the cp.async
-  // copies write) fall in 8 different bank groups. Without padding a stage is small enough for
-  // 3 CTAs per H100 SM at M = 64, BLOCK_K = 64 with 3 stages.
-  static constexpr int kXRowBytes = 2 * BK;
-  static constexpr int kXBytes = BM * kXRowBytes;
+  // The X slice is stored as BK/64 panels of [BM rows][64 columns] (128 bytes a row, no padding)
+  // with the 128-byte swizzle: the 16-byte chunk c of row r sits at chunk c ^ (r % 8) of its
+  // row. The 8 rows one ldmatrix reads (and the 8 chunks of a row a copy writes) then fall in 8
+  // different bank groups, and it is the layout a TMA tensor copy with SWIZZLE_128B writes
+  // (sm_90 path). No padding keeps a stage small enough for 3 CTAs per H100 SM at M = 64.
+  static constexpr int kXPanelBytes = BM * 128;
+  static constexpr int kXBytes = BM * 2 * BK;
   static constexpr int kStageBytes = kWBytes + kXBytes;
-  static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes;
+  // + 1 KiB: the dynamic shared memory base is rounded up to 1024 bytes, the alignment the TMA
+  // 128-byte swizzle pattern is defined against (every stage and panel offset is a multiple of it).
+  static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes + 1024;
+  static_assert(kWBytes % 1024 == 0 && kXPanelBytes % 1024 == 0, "panels must stay 1024-byte aligned");
+  // Byte offset of chunk `ch` (8 columns) of X row r inside a slice.
+  __device__ static int x_chunk_offset(int r, int ch) {
+    return (ch >> 3) * kXPanelBytes + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
+  }
   static constexpr int kMaxSeg = 16;  // tile-row segments one CTA walks per pass (stream-K)
 
   static_assert(BK % 64 == 0, "BLOCK_K must be a multiple of 64 (one metadata word spans 64 K)");
@@ -106,7 +116,8 @@ struct SpmmKernel {
   };
 
   __device__ static void run(const SpmmArgs& a) {
-    extern __shared__ __align__(128) uint8_t smem[];
+    extern __shared__ __align__(128) uint8_t smem_raw[];
+    uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
@@ -238,11 +249,12 @@ struct SpmmKernel {
     uint32_t phase_bits = 0;
 #endif
 
-    // This thread's 16-byte chunks of every X slice: the same (row, chunk) pairs for every item,
-    // so their offsets are computed once here, not once per item. At M = 32/64 a CTA is bound
-    // by the latency of its per-item instruction stream (docs/kernels.md); this took 15-20 % off
-    // those cases on the H100 (bench/results/ab/xoffsets_H100.log). x_goff < 0: row past M,
-    // zero-filled.
+#ifndef STOICC_BULK_COPY
+    // cp.async path: this thread's 16-byte chunks of every X slice are the same (row, chunk)
+    // pairs for every item, so their offsets are computed once here, not once per item. At
+    // M = 32/64 a CTA is bound by the latency of its per-item instruction stream
+    // (docs/kernels.md); this took 15-20 % off those cases on the H100
+    // (bench/results/ab/xoffsets_H100.log). x_goff < 0: row past M, zero-filled.
     constexpr int kXChunks = BM * (BK / 8);
     constexpr int kXPerThread = (kXChunks + kThreads - 1) / kThreads;
     int64_t x_goff[kXPerThread];
@@ -251,9 +263,10 @@ struct SpmmKernel {
     for (int i = 0; i < kXPerThread; ++i) {
       const int c = tid + i * kThreads;
       const int r = c / (BK / 8), ch = c % (BK / 8);
-      x_soff[i] = r * kXRowBytes + ((ch ^ (r & 7)) * 16);
+      x_soff[i] = x_chunk_offset(r, ch);
       x_goff[i] = r < rows_valid ? (int64_t)r * a.ldx + ch * 8 : -1;
     }
+#endif
 
     // Start the copies of item j of segment g (one weight tile + the matching X slice) into
     // pipeline slot `slot`.
@@ -264,12 +277,16 @@ struct SpmmKernel {
       const int t = sparse ? g.s_beg + j : g.d_beg + (j - g.nS);
       const int kt = min(max(sparse ? __ldg(a.s_cols + t) : __ldg(a.d_cols + t), 0), num_ktiles - 1);
       const uint8_t* gv = sparse ? s_vals + (size_t)t * kSparseValBytes : d_vals + (size_t)t * kWBytes;
-      const T* gx = x + (size_t)m0 * a.ldx + (size_t)kt * BK;
 #ifdef STOICC_BULK_COPY
-      // The weight tile is one contiguous block: one thread moves it with one or two bulk copies
-      // completed on the slot's mbarrier.
+      // One thread issues everything: the weight tile (one contiguous block) by one or two bulk
+      // copies, the X slice by one TMA tensor copy per 64-column panel (rows past M come back
+      // as zeros), all completing on the slot's mbarrier. The other threads issue nothing, so
+      // their path from one item to the next is only the barrier, the wait and the MMAs.
       if (tid == 0) {
-        mbar_expect_tx(&full_bar[slot], sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes);
+        mbar_expect_tx(&full_bar[slot], (sparse ? kSparseValBytes + kSparseMetaBytes : kWBytes) + kXBytes);
+#pragma unroll
+        for (int h = 0; h < BK / 64; ++h)
+          tma_load_2d(sx + h * kXPanelBytes, a.x_tmap, kt * BK + h * 64, m0, &full_bar[slot]);
         if (sparse) {
           bulk_g2s(sw, gv, kSparseValBytes, &full_bar[slot], policy);
           bulk_g2s(sw + kSparseValBytes, s_meta + (size_t)t * kSparseMetaBytes, kSparseMetaBytes, &full_bar[slot],
@@ -279,6 +296,7 @@ struct SpmmKernel {
         }
       }
 #else
+      const T* gx = x + (size_t)m0 * a.ldx + (size_t)kt * BK;
       const int wbytes = sparse ? kSparseValBytes : kWBytes;
 #pragma unroll
       for (int c = tid; c < wbytes / 16; c += kThreads) cp_async16_stream(sw + c * 16, gv + c * 16, policy);
@@ -288,10 +306,8 @@ struct SpmmKernel {
         for (int c = tid; c < kSparseMetaBytes / 16; c += kThreads)
           cp_async16_stream(sw + kSparseValBytes + c * 16, gm + c * 16, policy);
       }
-#endif
-      // The X slice (BM rows of BK, L2-resident: every CTA reads X) goes by 16-byte cp.async from
-      // all threads on both paths: as bulk copies its many small rows would queue behind each
-      // other in the SM's copy engine. Rows past M are zero-filled.
+      // The X slice (BM rows of BK, L2-resident: every CTA reads X) by 16-byte cp.async from all
+      // threads. Rows past M are zero-filled.
 #pragma unroll
       for (int i = 0; i < kXPerThread; ++i) {
         if (kXChunks % kThreads == 0 || tid + i * kThreads < kXChunks) {
@@ -299,6 +315,7 @@ struct SpmmKernel {
           cp_async16(sx + x_soff[i], ok ? gx + x_goff[i] : x, ok ? 16 : 0);
         }
       }
+#endif
     };
 
     float acc[kMT][kNT][4];
@@ -317,8 +334,8 @@ struct SpmmKernel {
     auto load_b = [&](const uint8_t* sx, int ks, uint32_t (&b)[kNT][4]) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const int r = warp_m * kWarpCols + nt * 8 + (lane & 7);  // r % 8 == lane % 8
-        ldmatrix_x4(b[nt], sx + r * kXRowBytes + (((ks * 4 + (lane >> 3)) ^ (lane & 7)) * 16));
+        const int r = warp_m * kWarpCols + nt * 8 + (lane & 7);
+        ldmatrix_x4(b[nt], sx + x_chunk_offset(r, ks * 4 + (lane >> 3)));
       }
     };
 
@@ -443,6 +460,11 @@ struct SpmmKernel {
           if (s < nseg) j = segs[s].j0;
         }
       };
+#ifdef STOICC_BULK_COPY
+      // The copies below overwrite shared memory that plan() and the previous batch used through
+      // ordinary loads and stores (the stream-K cost table, the epilogue).
+      if (tid == 0) fence_proxy_async_smem();
+#endif
       // Skip leading empty segments in the issue cursor.
       while (is < nseg && ij >= segs[is].j1) { ++is; if (is < nseg) ij = segs[is].j0; }
 #pragma unroll 1
@@ -515,7 +537,7 @@ struct SpmmKernel {
 };
 
 template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
-__global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const SpmmArgs a) {
+__global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const __grid_constant__ SpmmArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>::run(a);
 #endif
@@ -585,7 +607,14 @@ int launch_typed(const SpmmArgs& a, cudaStream_t stream) {
   }
   cfg.attrs = n_attr ? attr : nullptr;
   cfg.numAttrs = n_attr;
-  err = cudaLaunchKernelEx(&cfg, kernel, a);
+  if (sm90_code) {  // the sm_90 code copies X by TMA: give it X's tensor map
+    SpmmArgs b = a;
+    const int rc = encode_x_tensor_map(b.x_tmap, a.x, a.M, a.K, a.ldx, std::is_same_v<T, __nv_bfloat16>, BM);
+    if (rc != 0) return rc;
+    err = cudaLaunchKernelEx(&cfg, kernel, b);
+  } else {
+    err = cudaLaunchKernelEx(&cfg, kernel, a);
+  }
   if (err != cudaSuccess) return (int)err;
   return (int)cudaGetLastError();
 }
