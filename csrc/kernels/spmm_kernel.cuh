@@ -129,7 +129,9 @@ struct SpmmKernel {
     const int TR = a.N / BN;
     const int rows_valid = min(BM, a.M - m0);
 
-    const T* __restrict__ x = static_cast<const T*>(a.x);
+#ifndef STOICC_BULK_COPY
+    const T* __restrict__ x = static_cast<const T*>(a.x);  // sm_90 copies X by TMA instead
+#endif
     const uint8_t* __restrict__ s_vals = static_cast<const uint8_t*>(a.s_vals);
     const uint8_t* __restrict__ s_meta = reinterpret_cast<const uint8_t*>(a.s_meta);
     const uint8_t* __restrict__ d_vals = static_cast<const uint8_t*>(a.d_vals);
