@@ -43,22 +43,25 @@ template <typename T> struct MmaType;
 template <> struct MmaType<__half> { static constexpr bool bf16 = false; };
 template <> struct MmaType<__nv_bfloat16> { static constexpr bool bf16 = true; };
 
+// The two MMAs differ between fp16 and bf16 only in the type names of the instruction, so
+// each is written once as a macro over the type string.
+#define STOICC_MMA_DENSE(TY)                                                                              \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                               \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                          \
+               : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1))
+#define STOICC_MMA_SPARSE(TY)                                                                              \
+  asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." TY "." TY                    \
+               ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"          \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                           \
+               : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e), \
+                 "n"(SEL))
+
 // D = A(16x16, dense) * B(16x8) + D. a: 4 regs, b: 2 regs, c: 4 f32.
 template <typename T>
 __device__ __forceinline__ void mma_dense(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  if constexpr (MmaType<T>::bf16) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-  }
+  if constexpr (MmaType<T>::bf16) STOICC_MMA_DENSE("bf16");
+  else STOICC_MMA_DENSE("f16");
 }
 
 // D = A(16x32 logical, 2:4 -> 16x16 stored) * B(32x8) + D, metadata e, selector SEL (0: lanes
@@ -66,22 +69,11 @@ __device__ __forceinline__ void mma_dense(float (&c)[4], const uint4& a, uint32_
 template <typename T, int SEL>
 __device__ __forceinline__ void mma_sparse(float (&c)[4], const uint4& a, const uint32_t (&b)[4],
                                            uint32_t e) {
-  if constexpr (MmaType<T>::bf16) {
-    asm volatile(
-        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
-          "n"(SEL));
-  } else {
-    asm volatile(
-        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
-          "n"(SEL));
-  }
+  if constexpr (MmaType<T>::bf16) STOICC_MMA_SPARSE("bf16");
+  else STOICC_MMA_SPARSE("f16");
 }
+#undef STOICC_MMA_DENSE
+#undef STOICC_MMA_SPARSE
 
 template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
