@@ -35,18 +35,14 @@ __device__ __forceinline__ int find_tile(const int32_t* __restrict__ cols, int b
 }
 
 // Copies `bytes` (a multiple of 16) from global to shared memory, 16 bytes per access when VEC.
-template <bool VEC>
+// 16-byte loads: the op layer hands over 16-byte aligned value and metadata tensors
+// (align_weight_for_gpu in ops.cpp copies a misaligned view first, as for spmm).
 __device__ __forceinline__ void stage(uint8_t* dst, const uint8_t* __restrict__ src, int bytes) {
-  if constexpr (VEC) {
-    for (int i = threadIdx.x; i < bytes / 16; i += kThreads)
-      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
-  } else {
-    for (int i = threadIdx.x; i < bytes / 2; i += kThreads)
-      reinterpret_cast<uint16_t*>(dst)[i] = reinterpret_cast<const uint16_t*>(src)[i];
-  }
+  for (int i = threadIdx.x; i < bytes / 16; i += kThreads)
+    reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
 }
 
-template <int BN, int BK, bool VEC>
+template <int BN, int BK>
 __global__ void __launch_bounds__(kThreads) densify_kernel(SpmmArgs a, uint16_t* __restrict__ out) {
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr int kChunksPerRow = BK / 8;      // 16-byte output chunks per tile row
@@ -71,10 +67,10 @@ __global__ void __launch_bounds__(kThreads) densify_kernel(SpmmArgs a, uint16_t*
   const uint16_t* vals = reinterpret_cast<const uint16_t*>(smem);
   const uint32_t* meta = reinterpret_cast<const uint32_t*>(smem + BN * BK);
   if (ts >= 0) {
-    stage<VEC>(smem, static_cast<const uint8_t*>(a.s_vals) + (size_t)ts * BN * BK, BN * BK);
-    stage<VEC>(smem + BN * BK, reinterpret_cast<const uint8_t*>(a.s_meta) + (size_t)ts * BN * BK / 8, BN * BK / 8);
+    stage(smem, static_cast<const uint8_t*>(a.s_vals) + (size_t)ts * BN * BK, BN * BK);
+    stage(smem + BN * BK, reinterpret_cast<const uint8_t*>(a.s_meta) + (size_t)ts * BN * BK / 8, BN * BK / 8);
   } else {
-    stage<VEC>(smem, static_cast<const uint8_t*>(a.d_vals) + (size_t)td * BN * BK * 2, BN * BK * 2);
+    stage(smem, static_cast<const uint8_t*>(a.d_vals) + (size_t)td * BN * BK * 2, BN * BK * 2);
   }
   __syncthreads();
 
@@ -115,12 +111,7 @@ int launch(const SpmmArgs& a, void* out, cudaStream_t stream) {
   const int64_t tiles = (int64_t)(a.N / BN) * (a.K / BK);
   if (tiles == 0) return 0;
   const size_t smem = 2 * BN * BK;  // a dense tile; a 2:4 tile's values + metadata use 9/16
-  const bool vec = (reinterpret_cast<uintptr_t>(a.s_vals) | reinterpret_cast<uintptr_t>(a.d_vals) |
-                    reinterpret_cast<uintptr_t>(a.s_meta)) % 16 == 0;
-  if (vec)
-    densify_kernel<BN, BK, true><<<(unsigned)tiles, kThreads, smem, stream>>>(a, static_cast<uint16_t*>(out));
-  else
-    densify_kernel<BN, BK, false><<<(unsigned)tiles, kThreads, smem, stream>>>(a, static_cast<uint16_t*>(out));
+  densify_kernel<BN, BK><<<(unsigned)tiles, kThreads, smem, stream>>>(a, static_cast<uint16_t*>(out));
   return (int)cudaGetLastError();
 }
 

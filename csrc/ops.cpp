@@ -36,8 +36,7 @@ const char* dtype_name(ScalarType t) {
 }
 
 #define CHECK_ARG(cond, ...) STD_TORCH_CHECK(cond, "stoicc.spmm: ", __VA_ARGS__)
-// Checks shared by spmm and densify: `op` names the op in the message, `ref_name` the tensor
-// whose device everything must share.
+// Checks shared by spmm and densify: `op` (a variable in scope) names the op in the message.
 #define CHECK_OP(cond, ...) STD_TORCH_CHECK(cond, op, ": ", __VA_ARGS__)
 
 // The seven tensors of the compressed weight (docs/format.md section 2).
@@ -241,22 +240,21 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
 
 // --- densify: the dense weight, for the prefill schedule that hands the GEMM to cuBLAS ---------
 
-#define CHECK_DENSIFY(cond, ...) STD_TORCH_CHECK(cond, "stoicc.densify: ", __VA_ARGS__)
-
-// Checks the weight (dtype from its values) and returns its fields of SpmmArgs.
-SpmmArgs densify_args(const Compressed& w, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+// Checks the weight (its dtype is that of its values).
+void check_densify_args(const Compressed& w, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
+  const char* op = "stoicc.densify";
   const ScalarType dt = w.d_vals.scalar_type();
-  CHECK_DENSIFY(dt == ScalarType::Half || dt == ScalarType::BFloat16,
-                "dense_values must be float16 or bfloat16, got ", dtype_name(dt));
-  check_weight("stoicc.densify", w, N, K, block_n, block_k, dt, w.d_vals, "dense_values");
-  CHECK_DENSIFY((N / block_n) * (K / block_k) < (1LL << 31), "too many tiles for one launch");
-  return weight_args(w, N, K);
+  CHECK_OP(dt == ScalarType::Half || dt == ScalarType::BFloat16, "dense_values must be float16 or bfloat16, got ",
+           dtype_name(dt));
+  check_weight(op, w, N, K, block_n, block_k, dt, w.d_vals, "dense_values");
+  CHECK_OP((N / block_n) * (K / block_k) < (1LL << 31), "too many tiles for one launch");
 }
 
 Tensor densify_cpu_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
                         Tensor d_vals, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
-  SpmmArgs a = densify_args(w, N, K, block_n, block_k);
+  check_densify_args(w, N, K, block_n, block_k);
+  SpmmArgs a = weight_args(w, N, K);
   const ScalarType dt = d_vals.scalar_type();
   Tensor svf = f32(s_vals), dvf = f32(d_vals);
   a.s_vals = svf.data_ptr();
@@ -270,9 +268,11 @@ Tensor densify_cpu_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_met
 Tensor densify_cuda_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
                          Tensor d_vals, int64_t N, int64_t K, int64_t block_n, int64_t block_k) {
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
-  SpmmArgs a = densify_args(w, N, K, block_n, block_k);
+  check_densify_args(w, N, K, block_n, block_k);
   const int device = d_vals.get_device_index();
   torch::stable::accelerator::DeviceGuard guard(device);
+  align_weight_for_gpu(w);
+  const SpmmArgs a = weight_args(w, N, K);
   Tensor out = torch::stable::empty({N, K}, d_vals.scalar_type(), std::nullopt, d_vals.device());
   void* stream = nullptr;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
