@@ -33,23 +33,14 @@ def densify_linear(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, d
     height, K from ``x``; the ``M=/N=/K=`` keywords that executors receive are ignored."""
     K = x.shape[-1]
     N = (sparse_row_ptr.shape[0] - 1) * BLOCK_N
-    W = torch.ops.stoicc.densify(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
+    W = torch.ops.stoicc.densify.default(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
                                  dense_cols, dense_values, N, K, BLOCK_N, BLOCK_K)
     return F.linear(x, W, bias)
 
 
-def densify_schedule():
-    """The schedule ``Inspector(use_default_configs=True)`` adds under the name ``"densify"``."""
-    return Schedule(densify_linear, None, dict(TILE_CONFIGS), name=DENSIFY)
-
-
-# Launcher-based schedules the library ships (Inspector adds them with use_default_configs=True).
-LIBRARY_SCHEDULES = {DENSIFY: densify_schedule}
-
-
 def densify_executor(cfg):
-    """The executor of a ``densify`` config (as ``inspect`` returns it), for rebuilding a saved
-    model: ``executor(x, *Wc, bias=None, **ignored)``."""
+    """The executor of a ``densify`` config (as ``inspect`` returns it, and as a saved model is
+    rebuilt with): ``executor(x, *Wc, bias=None, **ignored)``, the tile shape fixed inside."""
     bn, bk = int(cfg["BLOCK_N"]), int(cfg["BLOCK_K"])
 
     def executor(x, *Wc, bias=None, **_ignored):
@@ -57,4 +48,14 @@ def densify_executor(cfg):
 
     executor.__name__ = executor.__qualname__ = f"stoicc_densify_{bn}x{bk}"
     executor.config = dict(cfg)
+    executor.bound_shape = None     # config fixed; N and K follow from the weight and x
     return executor
+
+
+def densify_schedule():
+    """The schedule ``Inspector(use_default_configs=True)`` adds under the name ``"densify"``."""
+    return Schedule(densify_linear, None, dict(TILE_CONFIGS), name=DENSIFY, executor_factory=densify_executor)
+
+
+# Launcher-based schedules the library ships (Inspector adds them with use_default_configs=True).
+LIBRARY_SCHEDULES = {DENSIFY: densify_schedule}

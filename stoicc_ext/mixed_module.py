@@ -77,25 +77,55 @@ class MixedModule(nn.Module):
                                  f"{tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__}")
             bias = bias.detach()
         self.register_buffer("bias", bias)
-        self.exec_prefill, self.exec_decoding = exec_prefill, exec_decoding
         self.cfg_prefill, self.cfg_decoding = dict(cfg_prefill), dict(cfg_decoding)
+        self.exec_prefill, self.exec_decoding = exec_prefill, exec_decoding
         if int(decode_max_tokens) < 1:
             raise ValueError(f"decode_max_tokens must be >= 1, got {decode_max_tokens}")
         self.decode_max_tokens = int(decode_max_tokens)
         self.tuning_info = None     # set by from_linear: where each choice came from, what it measured
+
+    # ---- executors -------------------------------------------------------------------------
+    # An executor whose config is fixed inside (the library's: ``executor_for``, the densify
+    # schedule's; they carry ``bound_shape``) is called as ``executor(x, *Wc, bias=b)``: the spec's
+    # call also passes ``M=, N=, K=`` and the whole config, which they would only discard, and
+    # building those keyword arguments is most of a call's Python cost. Any other executor gets
+    # the spec's call. Decided once, when the executor is set.
+
+    def _bound(self, ex):
+        shape = getattr(ex, "bound_shape", False)
+        return shape is None or shape == (self.N, self.K)
+
+    @property
+    def exec_decoding(self):
+        return self._exec_decoding
+
+    @exec_decoding.setter
+    def exec_decoding(self, ex):
+        self._exec_decoding, self._bound_decoding = ex, self._bound(ex)
+
+    @property
+    def exec_prefill(self):
+        return self._exec_prefill
+
+    @exec_prefill.setter
+    def exec_prefill(self, ex):
+        self._exec_prefill, self._bound_prefill = ex, self._bound(ex)
 
     # ---- the spec's forward -------------------------------------------------------------
 
     def forward(self, x):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])     # the kernel takes 2-D input; it checks K itself
-        if x2.shape[0] <= self.decode_max_tokens:
-            executor, cfg = self.exec_decoding, self.cfg_decoding
-        else:
-            executor, cfg = self.exec_prefill, self.cfg_prefill
         b = self._buffers  # direct dict reads: nn.Module.__getattr__ per buffer costs on every call
-        y = executor(x2, *[b[n] for n in self._wc_names], bias=b["bias"], M=x2.shape[0], N=self.N, K=self.K,
-                     **cfg)
+        w = [b[n] for n in self._wc_names]
+        if x2.shape[0] <= self.decode_max_tokens:
+            executor, cfg, bound = self._exec_decoding, self.cfg_decoding, self._bound_decoding
+        else:
+            executor, cfg, bound = self._exec_prefill, self.cfg_prefill, self._bound_prefill
+        if bound:
+            y = executor(x2, *w, bias=b["bias"])
+        else:
+            y = executor(x2, *w, bias=b["bias"], M=x2.shape[0], N=self.N, K=self.K, **cfg)
         return y.view(*lead, self.N)
 
     # ---- accessors --------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class Schedule:
       user's; ``BLOCK_SIZE_*`` are understood as ``BLOCK_*`` for filtering. ``M``, ``N``, ``K``,
       ``bias`` and ``schedule`` are reserved.
 
+    Library schedule (``densify``): a user-style schedule that also passes
+    ``executor_factory(full_config) -> executor``, which fixes the config in the executor (as
+    ``executor_for`` does), so ``inspect`` and loading a saved model return the same executor.
+
     Built-in schedule: ``Schedule()`` (no launcher) under one of the names ``"sequential"``,
     ``"split_k"``, ``"stream_k"`` in ``Inspector(schedules=...)`` means the compiled instances of
     that schedule; its ``configs``, if given, restrict them (keys the built-in candidates do not
@@ -51,12 +55,13 @@ class Schedule:
     """
 
     def __init__(self, launcher=None, compressor=None, configs=None, *, compress_keys=("BLOCK_N", "BLOCK_K"),
-                 name=None):
+                 name=None, executor_factory=None):
         if launcher is not None and not callable(launcher):
             raise TypeError(f"Schedule: launcher must be callable, got {type(launcher).__name__}")
         if compressor is not None and not callable(compressor):
             raise TypeError(f"Schedule: compressor must be callable, got {type(compressor).__name__}")
         self.launcher = launcher
+        self.executor_factory = executor_factory
         self.compressor = compressor
         self.compress_keys = None if compress_keys is None else tuple(canonical_key(k) for k in compress_keys)
         self.name = name
@@ -162,7 +167,9 @@ def executor_for(config, N, K):
 
     ``executor(x, *Wc, bias=None, **ignored)``: ``x`` is ``[M, K]``; ``N=`` and ``K=`` keyword
     arguments, if given, override the baked-in sizes (the spec's forward passes them); every
-    other keyword (``M=``, the config's own keys) is ignored.
+    other keyword (``M=``, the config's own keys) is ignored. ``executor.bound_shape`` = (N, K)
+    tells ``MixedModule`` that the config is fixed inside, so it can call ``executor(x, *Wc,
+    bias=b)`` without re-passing the config on every call.
     """
     e = _instance_by_name(config.get("instance"))
     if e is None:
@@ -183,7 +190,7 @@ def executor_for(config, N, K):
                         f"{bn}x{bk} tiles; call as executor(x, *Wc, bias=None, **config).")
     executor.config = dict(config)
     executor.instance_index = idx
-    executor.split_k = split
+    executor.bound_shape = (N0, K0)
     return executor
 
 
@@ -229,7 +236,6 @@ def _user_executor(schedule, added_keys):
 
     executor.__name__ = executor.__qualname__ = f"stoicc_user_{schedule.name}"
     executor.__doc__ = f"user schedule {schedule.name!r}: {_qualname(launcher)} (inspector-added keys dropped)"
-    executor.schedule = schedule
     return executor
 
 
@@ -250,7 +256,8 @@ def _bind(schedules, choice, N, K):
     if ucfg is None:
         return None
     full = _user_full_config(name, ucfg)
-    added = [k for k in full if k not in ucfg]
-    ex = _user_executor(sch, added)
+    if sch.executor_factory is not None:
+        return sch.executor_factory(full), full
+    ex = _user_executor(sch, [k for k in full if k not in ucfg])
     ex.config = dict(full)
     return ex, full

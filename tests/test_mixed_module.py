@@ -83,6 +83,34 @@ def spy_module(W, log, decode_max_tokens=16):
                        W.shape[1], decode_max_tokens=decode_max_tokens)
 
 
+class Recorder:
+    """An executor that records the keyword arguments of each call; ``bound_shape`` as the library's
+    executors carry it (their config fixed inside)."""
+
+    def __init__(self, bound_shape):
+        self.bound_shape, self.kwargs = bound_shape, []
+
+    def __call__(self, x, *Wc, **kwargs):
+        self.kwargs.append(kwargs)
+        return torch.zeros(x.shape[0], 256, dtype=x.dtype)
+
+
+def test_bound_executors_get_no_config_per_call():
+    """Library executors (config fixed inside) are called as ex(x, *Wc, bias=b); an executor bound
+    to another shape, like any other executor, gets the spec's call with M, N, K and the config."""
+    W = weight()
+    Wc = stoicc_ext.compress(W, 128, 128)
+    cfg = dict(BLOCK_N=128, BLOCK_K=128)
+    for shape, want_keys in (((256, 384), {"bias"}), ((512, 384), {"bias", "M", "N", "K", "BLOCK_N", "BLOCK_K"})):
+        ex = Recorder(shape)
+        mm = MixedModule(Wc, ex, ex, dict(cfg), dict(cfg), 256, 384)
+        mm(x_of(3, 384))
+        mm(x_of(40, 384))
+        assert [set(k) for k in ex.kwargs] == [want_keys, want_keys]
+    dec = stoicc_ext.executor_for(dict(instance=stoicc_ext.list_instances()[0]["name"], SPLIT_K=1), 256, 384)
+    assert dec.bound_shape == (256, 384)
+
+
 # --------------------------------------------------------------------------------------
 # eager
 # --------------------------------------------------------------------------------------
