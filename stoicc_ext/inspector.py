@@ -247,14 +247,12 @@ class Inspector:
                 f"W ({N}x{K}) has no 2:4 tile (every {FINGERPRINT_BLOCK}x{FINGERPRINT_BLOCK} tile is dense or empty): "
                 "stoicc only pays off on PATCH-pruned weights with 2:4 tiles; use a dense torch matmul "
                 "(torch.nn.functional.linear) for this layer instead")
-        props = _device_props(device)        # host queries only: fine during capture
         identity = tuning_cache.device_identity(device)
         problem = dict(M=M, N=N, K=K, dtype=_DTYPE_NAMES[W.dtype], device=identity[0], sms=identity[1] or None)
         counts = info["counts"] if info is not None else None
-        cands = _candidates(self.schedules, self.config_space, M, N, K, props, counts)
-        if not cands:
-            raise ValueError(_no_candidate_message(self.schedules, self.config_space, M, N, K))
 
+        # A cache hit needs no candidates: the key already fixes the candidate set (schedules,
+        # config space, GPU, candidate version), so they are enumerated only after a miss.
         use_mem, use_disk = self._cache_modes()
         material = key = None
         if info is not None and (use_mem or use_disk):
@@ -277,6 +275,11 @@ class Inspector:
                     logger.info("stoicc: %s: cached choice %s (%s)", _problem_str(problem), _describe(cfg), src)
                     return ex, cfg
                 logger.info("stoicc: cache record %s no longer matches the schedules given; tuning again", key[:12])
+
+        props = _device_props(device)        # host queries only: fine during capture
+        cands = _candidates(self.schedules, self.config_space, M, N, K, props, counts)
+        if not cands:
+            raise ValueError(_no_candidate_message(self.schedules, self.config_space, M, N, K))
 
         if forbidden is not None:
             _warn_once((forbidden, "heuristic"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; using the "
