@@ -9,8 +9,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stoicc_ext  # noqa: E402
-from bench_kernels import clone_wc, patch_weight  # noqa: E402
-from timing import copies_for, time_graph  # noqa: E402
+from bench_kernels import patch_weight  # noqa: E402
+from timing import rotated_copies, time_graph  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--shape", default="11008x4096")
@@ -32,7 +32,7 @@ for frac in (float(f) for f in args.fracs.split(",")):
             continue
         bn, bk = e["BLOCK_N"], e["BLOCK_K"]
         Wc = stoicc_ext.compress(W, bn, bk)
-        Wcs = [Wc] + [clone_wc(Wc) for _ in range(copies_for(Wc.nbytes) - 1)]
+        Wcs = rotated_copies(Wc)
         ms = time_graph(lambda w: torch.ops.stoicc.spmm(x, *w, None, N, K, bn, bk, e["index"], int(split)),
                         [(w,) for w in Wcs])
         print(f"{tag:>12} f={frac} {name}:{split} {ms * 1e3:7.1f} us {Wc.nbytes / ms / 1e9:5.2f} TB/s", flush=True)

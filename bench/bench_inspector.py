@@ -38,9 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
 import bench_kernels  # noqa: E402
-from bench_kernels import clone_wc, patch_weight  # noqa: E402
+from bench_kernels import patch_weight  # noqa: E402
 from stoicc_ext.densify import densify_executor  # noqa: E402
-from timing import copies_for, time_graph  # noqa: E402
+from timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)]
 MS = [16, 2048]
@@ -61,8 +61,7 @@ def time_config(W, x, cfg, rounds_out, repeats=15):
     """Time one config of the library's schedules with the benchmark protocol (ms)."""
     N, K = W.shape
     Wc = STOICC.compress(W, cfg)
-    R = copies_for(Wc.nbytes)
-    Wcs = [Wc] + [clone_wc(Wc) for _ in range(R - 1)]
+    Wcs = rotated_copies(Wc)
     ex = densify_executor(cfg) if cfg["schedule"] == "densify" else STOICC.executor_for(cfg, N, K)
     ms = time_graph(lambda *w: ex(x, *w), [tuple(w) for w in Wcs], repeats=repeats)
     rounds_out.append(ms)

@@ -26,7 +26,7 @@ import stoicc_ext  # noqa: E402
 from stoicc_ext.candidates import _device_props, _m_bucket, _splits  # noqa: E402
 from stoicc_ext.densify import densify_linear  # noqa: E402
 from stoicc_ext.synthetic import prune_to_24  # noqa: E402
-from timing import copies_for, time_graph  # noqa: E402
+from timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096),
           (8192, 8192), (28672, 8192), (8192, 28672)]
@@ -65,11 +65,6 @@ def candidates(M, N, K, bn, bk, sms=None):
     return out
 
 
-def clone_wc(Wc):
-    return stoicc_ext.CompressedWeight([t.clone() for t in Wc], N=Wc.N, K=Wc.K, block_n=Wc.block_n,
-                                       block_k=Wc.block_k, dtype=Wc.dtype)
-
-
 VERBOSE = False
 
 
@@ -82,8 +77,7 @@ def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15, densify=True):
     best, best_densify = None, None
     for bn, bk in blocks:
         Wc = stoicc_ext.compress(W, bn, bk)
-        R = copies_for(Wc.nbytes)
-        Wcs = [Wc] + [clone_wc(Wc) for _ in range(R - 1)]
+        Wcs = rotated_copies(Wc)
         for inst, split in candidates(M, N, K, bn, bk, sms):
             ms = time_graph(lambda w, i=inst, s=split: torch.ops.stoicc.spmm(
                 x, *w, None, N, K, bn, bk, i, s), [(w,) for w in Wcs], repeats=repeats)
@@ -107,8 +101,7 @@ def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15, densify=True):
 
 
 def bench_cublas(W, x, repeats=15):
-    R = copies_for(W.numel() * W.element_size())
-    Ws = [W] + [W.clone() for _ in range(R - 1)]
+    Ws = rotated_copies(W)
     ms = time_graph(lambda w: F.linear(x, w), [(w,) for w in Ws], repeats=repeats)
     del Ws
     return ms
@@ -121,8 +114,7 @@ def bench_cusparselt(W, x, repeats=15):
         Wc = torch._cslt_compress(W)
         xt = x.t().contiguous()
         alg = torch._cslt_sparse_mm_search(Wc, xt)
-        R = copies_for(W.numel() * W.element_size() * 9 // 16)
-        Wcs = [Wc] + [Wc.clone() for _ in range(R - 1)]
+        Wcs = rotated_copies(Wc)
         f = lambda w: torch._cslt_sparse_mm(w, xt, alg_id=alg)  # noqa: E731
         graph_ms = time_graph(f, [(w,) for w in Wcs], repeats=repeats)
         eager_ms = time_graph(f, [(w,) for w in Wcs], repeats=repeats, use_graph=False)

@@ -173,12 +173,10 @@ def _kernel_str(k):
 def time_layer(W, Wc, executor, config, M, dtype, device, repeats, gen):
     """(stoicc_ms, dense_ms) per call of ``executor(x, *Wc, **config)`` and of F.linear, each
     over its own rotated weight copies (stoicc_ext.timing)."""
-    from stoicc_ext.timing import copies_for, time_graph
+    from stoicc_ext.timing import rotated_copies, time_graph
 
     x = torch.randn(M, W.shape[1], generator=gen).to(dtype).to(device)
-    R = copies_for(min(Wc.nbytes, W.numel() * W.element_size()))
-    Wcs = [Wc] + [type(Wc)([t.clone() for t in Wc], **Wc._kwargs()) for _ in range(R - 1)]
-    Ws = [W] + [W.clone() for _ in range(R - 1)]
+    Wcs, Ws = rotated_copies(Wc), rotated_copies(W)
     t_stoicc = time_graph(lambda w: executor(x, *w, **config), [(w,) for w in Wcs], repeats=repeats)
     t_dense = time_graph(lambda w: F.linear(x, w), [(w,) for w in Ws], repeats=repeats)
     del Wcs, Ws

@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-__all__ = ["copies_for", "time_graph"]
+__all__ = ["copies_for", "rotated_copies", "time_graph"]
 
 
 def copies_for(nbytes_one, l2_bytes=None, min_total=4, max_copies=64):
@@ -19,6 +19,24 @@ def copies_for(nbytes_one, l2_bytes=None, min_total=4, max_copies=64):
         l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
     need = (2 * l2_bytes) // max(1, nbytes_one) + 1
     return int(max(min_total, min(max_copies, need)))
+
+
+def rotated_copies(weight, l2_bytes=None):
+    """``[weight]`` plus clones, as many as ``copies_for`` asks for its size: the argument sets
+    that ``time_graph`` rotates. ``weight``: a tensor, a ``CompressedWeight`` or any tuple/list
+    of tensors (non-tensor entries are shared, not cloned)."""
+    from .format import CompressedWeight
+
+    if isinstance(weight, torch.Tensor):
+        return [weight] + [weight.clone() for _ in range(copies_for(weight.numel() * weight.element_size(),
+                                                                    l2_bytes=l2_bytes) - 1)]
+    nbytes = sum(t.numel() * t.element_size() for t in weight if isinstance(t, torch.Tensor))
+    out = [weight]
+    for _ in range(copies_for(nbytes, l2_bytes=l2_bytes) - 1):
+        cl = [t.clone() if isinstance(t, torch.Tensor) else t for t in weight]
+        out.append(CompressedWeight(cl, **weight._kwargs()) if isinstance(weight, CompressedWeight)
+                   else type(weight)(cl))
+    return out
 
 
 def time_graph(fn, args_list, warmup=3, repeats=20, use_graph=True):

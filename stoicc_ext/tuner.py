@@ -9,10 +9,10 @@ import time
 import torch
 
 from .configs import canonical
-from .format import CompressedWeight, compress as _compress
+from .format import compress as _compress
 from .inspect_report import _Progress, _describe, _problem_str
 from .schedules import BUILTIN_SCHEDULES, _jsonable, _user_compress
-from .timing import copies_for, time_graph
+from .timing import rotated_copies, time_graph
 
 __all__ = ["default_timer"]
 
@@ -33,19 +33,6 @@ def default_timer(fn, args_list, config=None, *, warmup=3, repeats=15):
         return time_graph(fn, args_list, warmup=warmup, repeats=repeats, use_graph=False)
 
 
-def _rotated(Wc, props):
-    """[Wc] plus clones, so that the copies span at least twice the L2 (timing.copies_for)."""
-    tensors = [t for t in Wc if isinstance(t, torch.Tensor)]
-    nbytes = sum(t.numel() * t.element_size() for t in tensors)
-    R = copies_for(nbytes, l2_bytes=props["l2"])
-    out = [Wc]
-    for _ in range(R - 1):
-        cl = [t.clone() if isinstance(t, torch.Tensor) else t for t in Wc]
-        if isinstance(Wc, CompressedWeight):
-            out.append(CompressedWeight(cl, **Wc._kwargs()))
-        else:
-            out.append(type(Wc)(cl) if isinstance(Wc, (tuple, list)) else cl)
-    return out
 
 
 def _launch_fn(schedules, c, X, N, K):
@@ -98,7 +85,7 @@ def _tune(X, W, cands, props, problem, schedules, timer, verbose):
                     done += 1
                 progress.update(done)
                 continue
-            copies = _rotated(Wc, props) if W.device.type == "cuda" else [Wc]
+            copies = rotated_copies(Wc, props["l2"]) if W.device.type == "cuda" else [Wc]
             args_list = [tuple(w) for w in copies]
             for c in cs:
                 fn = _launch_fn(schedules, c, X, N, K)
