@@ -109,11 +109,6 @@ def read_metadata(path):
     return meta
 
 
-def _swap(model, name, new):
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
 
 def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
     """Rebuild a converted model from ``path`` into a skeleton (an ``nn.Module``, or a callable
@@ -165,7 +160,7 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
         cfg_d, cfg_p = lm["cfg_decoding"], lm["cfg_prefill"]
         mm = MixedModule(Wc, _executor(cfg_p, N, K), _executor(cfg_d, N, K), cfg_p, cfg_d, N, K, bias=bias,
                          decode_max_tokens=int(lm["decode_max_tokens"]))
-        _swap(model, name, mm)
+        model.set_submodule(name, mm)
         converted_keys.update(keys)
 
     rest = {k: v for k, v in state.items() if k not in converted_keys}

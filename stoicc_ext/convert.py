@@ -53,11 +53,6 @@ def _owners(model):
     return owners
 
 
-def _set_submodule(model, name, new):
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
 
 def _check(name, mod, owners, filter_fn):
     """(status, reason) for a layer that is not converted, or None if it may be."""
@@ -142,7 +137,7 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
                 log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: FAILED, kept dense ({row.reason})")
                 continue
             row.seconds = time.perf_counter() - t0
-            _set_submodule(model, name, mm)
+            model.set_submodule(name, mm)
             info = mm.tuning_info
             meta = mm._wc_meta
             row.status = CONVERTED

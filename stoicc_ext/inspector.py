@@ -36,25 +36,19 @@ from ._version import __version__
 from .candidates import (CANDIDATE_VERSION, TILE_PREFERENCE, _candidates, _device_props, _heuristic_config,
                          _no_candidate_message)
 from .configs import ConfigSpace, create_configs
-from .format import compress as _compress
+from .format import _DTYPE_NAMES, compress as _compress
 from .inspect_report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
 from .instances import manifest
 from .densify import LIBRARY_SCHEDULES
-from .schedules import BUILTIN_SCHEDULES, Schedule, _bind, _qualname, _user_compress, _user_config_of
+from .schedules import BUILTIN_SCHEDULES, Schedule, _bind, _qualname, _user_compress, _user_config_of, executor_for
 from .tile_map import TileType, classify_tiles
 from .tuner import _tune, default_timer
-
-# Re-exported: ``stoicc_ext.inspector`` keeps the names it had before it was split in modules.
-from .candidates import (SPLITS, _NOMINAL, _auto_split, _m_bucket, _splits,  # noqa: F401,E402
-                         _stream_k_max_ctas)
-from .schedules import BUILTIN_KEYS, executor_for  # noqa: F401,E402
 
 __all__ = ["Schedule", "Inspector", "InspectReport", "executor_for", "BUILTIN_SCHEDULES"]
 
 logger = logging.getLogger("stoicc_ext.inspector")
 
 FINGERPRINT_BLOCK = 64      # the finest kernel tile side: every coarser tile map derives from it
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _WARNED = set()
 
 

@@ -21,7 +21,7 @@ import torch
 
 from .configs import create_configs
 from .format import CompressedWeight
-from .inspector import Inspector
+from .inspector import FINGERPRINT_BLOCK as _FINE, Inspector, _tile_info
 from .synthetic import prune_to_24
 from .tile_map import TileType, classify_tiles
 
@@ -29,7 +29,6 @@ __all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_
 
 DECODE_TOKENS = 16       # the spec's BS
 PREFILL_TOKENS = 2048    # the spec's BS * SEQ_LEN
-_FINE = 64               # the finest kernel tile: the Inspector's fingerprint grid
 
 
 class TunedWeight:
@@ -49,8 +48,9 @@ class TunedWeight:
 
 
 def has_24_tile(W):
-    """Whether W has a 2:4 tile on the 64 x 64 grid (what ``Inspector.inspect`` requires)."""
-    return bool((classify_tiles(W, _FINE, _FINE) == int(TileType.SPARSE_24)).any())
+    """Whether W has a 2:4 tile on the 64 x 64 grid (what ``Inspector.inspect`` requires). Reads
+    the Inspector's tile summary of W, which ``inspect`` then reuses instead of scanning W again."""
+    return _tile_info(W)["any_24"]
 
 
 def tuning_proxy(W):

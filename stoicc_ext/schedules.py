@@ -3,18 +3,17 @@ instances a built-in config names, and the executors ``inspect`` returns (``exec
 built-in config, a thin wrapper around the launcher for a user schedule)."""
 import functools
 import itertools
-import json
 
 import torch
 
-from .configs import ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
+from .configs import CONFIG_KEYS, ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
 from .format import compress as _compress
 from .instances import list_instances
+from .tuning_cache import _jsonable
 
 __all__ = ["Schedule", "executor_for", "BUILTIN_SCHEDULES"]
 
 BUILTIN_SCHEDULES = ("sequential", "split_k", "stream_k")
-BUILTIN_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages", "schedule", "SPLIT_K", "instance")
 
 
 def _qualname(fn):
@@ -22,10 +21,6 @@ def _qualname(fn):
         return None
     f = fn.func if isinstance(fn, functools.partial) else fn
     return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__qualname__)}"
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, sort_keys=True, default=repr))
 
 
 class Schedule:
@@ -121,7 +116,7 @@ class Schedule:
         """For a built-in schedule given configs: {canonical key: allowed values} (known keys only)."""
         if self.configs is None:
             return {}
-        known = set(BUILTIN_KEYS)
+        known = set(CONFIG_KEYS)
         allowed = {}
         for c in self._expanded:
             for k, v in canonical(c).items():

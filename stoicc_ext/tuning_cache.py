@@ -33,6 +33,12 @@ _LOCK = threading.Lock()
 _TRUE = ("1", "true", "yes", "on")
 
 
+def _jsonable(obj):
+    """``obj`` as it looks after a JSON round trip (tuples -> lists, int keys -> str, other objects
+    by repr): what a stored record holds, so comparisons with it are exact."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=repr))
+
+
 def cache_dir():
     d = os.environ.get("STOICC_CACHE_DIR")
     if d:
@@ -76,10 +82,6 @@ def clear_memory():
         _MEMORY.clear()
 
 
-def _normalized(material):
-    # What the material looks like after a JSON round trip (tuples -> lists, int keys -> str).
-    return json.loads(json.dumps(material, sort_keys=True, default=repr))
-
 
 def _valid(rec, key, material):
     if not isinstance(rec, dict):
@@ -88,7 +90,7 @@ def _valid(rec, key, material):
         return f"cache format {rec.get('format')!r}, expected {CACHE_FORMAT}"
     if rec.get("key") != key:
         return "key does not match the file name"
-    if rec.get("material") != _normalized(material):
+    if rec.get("material") != _jsonable(material):
         return "key material differs (hash collision or edited file)"
     if not isinstance(rec.get("choice"), dict) or not isinstance(rec.get("candidates"), list):
         return "missing choice or candidates"
@@ -127,7 +129,7 @@ def lookup(key, material, memory=True, disk=True, directory=None):
 
 def store(key, material, record, memory=True, disk=True, directory=None):
     """Store ``record`` (a dict with ``choice`` and ``candidates``); returns the disk path or None."""
-    rec = dict(record, format=CACHE_FORMAT, key=key, material=_normalized(material))
+    rec = dict(record, format=CACHE_FORMAT, key=key, material=_jsonable(material))
     rec = json.loads(json.dumps(rec, default=repr))  # what a reader will see
     if memory:
         with _LOCK:

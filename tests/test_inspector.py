@@ -12,6 +12,7 @@ import torch
 
 import stoicc_ext
 import stoicc_ext as STOICC
+from stoicc_ext import candidates as cand_mod
 from stoicc_ext import inspector as insp_mod
 from stoicc_ext import tuning_cache
 from stoicc_ext.synthetic import random_patch_weight
@@ -24,16 +25,10 @@ gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")]
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    """Every test: its own cache directory, empty memory cache, no cache env, warnings re-armed."""
-    d = tmp_path / "cache"
-    monkeypatch.setenv("STOICC_CACHE_DIR", str(d))
-    monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
-    monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)
-    tuning_cache.clear_memory()
-    insp_mod._WARNED.clear()
-    yield d
-    tuning_cache.clear_memory()
+def fresh_cache(fresh_tuning_cache, tmp_path):
+    """Every test: its own cache directory, empty memory cache, no cache env, warnings re-armed
+    (conftest's fresh_tuning_cache); the directory."""
+    return tmp_path / "cache"
 
 
 def weight(N=256, K=512, frac=0.7, dtype=torch.float16, device="cpu", seed=0, tile=128):
@@ -537,14 +532,14 @@ def test_progress_and_verbose(capsys):
 
 
 def test_split_candidates_follow_bench_rules():
-    props = dict(insp_mod._NOMINAL, device_type="cuda")
+    props = dict(cand_mod._NOMINAL, device_type="cuda")
     e = next(x for x in stoicc_ext.list_instances() if x["schedule"] == "split_k" and x["BLOCK_M"] == 16
              and x["BLOCK_N"] == 128 and x["BLOCK_K"] == 128)
-    assert insp_mod._splits(e, 16, 4096, 4096, props, None) == [1, 2, 3, 4, 6, 8]        # <= 8 on Hopper
-    assert insp_mod._splits(e, 16, 4096, 512, props, None) == [1, 2, 3, 4]               # <= K tiles
+    assert cand_mod._splits(e, 16, 4096, 4096, props, None) == [1, 2, 3, 4, 6, 8]        # <= 8 on Hopper
+    assert cand_mod._splits(e, 16, 4096, 512, props, None) == [1, 2, 3, 4]               # <= K tiles
     sk = next(x for x in stoicc_ext.list_instances() if x["schedule"] == "stream_k")
-    assert insp_mod._splits(sk, 16, 4096, 4096, props, (10, 2)) == [0]                   # G <= work
-    assert insp_mod._splits(sk, 16, 4096, 4096, props, (700, 300)) == [0, 132, 264]
+    assert cand_mod._splits(sk, 16, 4096, 4096, props, (10, 2)) == [0]                   # G <= work
+    assert cand_mod._splits(sk, 16, 4096, 4096, props, (700, 300)) == [0, 132, 264]
 
 
 # --------------------------------------------------------------------------------------
