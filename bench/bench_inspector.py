@@ -23,7 +23,6 @@ Writes bench/results/inspector_<gpu>.md and .json (gpu, date, commit, records).
   python bench/bench_inspector.py --shapes 4096x4096 --m 16
 """
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -40,6 +39,7 @@ from stoicc_ext import tuning_cache  # noqa: E402
 import bench_kernels  # noqa: E402
 from bench_kernels import patch_weight  # noqa: E402
 from stoicc_ext.densify import densify_executor  # noqa: E402
+import run_info  # noqa: E402
 from timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)]
@@ -124,8 +124,7 @@ def main():
     os.environ.pop("STOICC_FORCE_RETUNE", None)
     gpu = torch.cuda.get_device_name()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    commit = os.environ.get("STOICC_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = run_info.commit()
     print(f"{gpu}, {sms} SMs, commit {commit}; cache dir {cache_dir}", flush=True)
     t_all = time.perf_counter()
     records = []
@@ -169,7 +168,7 @@ def main():
                                                             split_k=c["config"].get("SPLIT_K", 0), ms=c["ms"])
                                                        for c in rep.ranked()[:5]])
             if not args.no_sweep:
-                best = bench_kernels.bench_stoicc(W, X, sms=sms)
+                best = bench_kernels.bench_stoicc(W, X)
                 scfg = sweep_config(best)
                 a, b = [], []
                 for _ in range(3):
@@ -217,8 +216,8 @@ def main():
 
 def write_results(records, meta, gpu, sms, commit, args):
     os.makedirs(args.out, exist_ok=True)
-    tag = gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_") + (f"_{args.tag}" if args.tag else "")
-    date = datetime.date.today().isoformat()
+    tag = run_info.gpu_tag(gpu, args.tag)
+    date = run_info.today()
     with open(os.path.join(args.out, f"inspector_{tag}.json"), "w") as f:
         json.dump(dict(gpu=gpu, sms=sms, date=date, commit=commit, frac=FRAC, dtype="float16", **meta,
                        protocol="stoicc_ext.timing.time_graph (CUDA graph, weights rotated past L2, median of 15); "

@@ -12,10 +12,8 @@ Writes bench/results/kernels_<gpu>.md and .json (gpu, date, commit, records).
   python bench/bench_kernels.py --quick         # a few shapes, for iterating on kernels
 """
 import argparse
-import datetime
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -23,9 +21,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stoicc_ext  # noqa: E402
-from stoicc_ext.candidates import _device_props, _m_bucket, _splits  # noqa: E402
+from stoicc_ext.candidates import _candidates, _device_props  # noqa: E402
+from stoicc_ext.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
 from stoicc_ext.densify import densify_linear  # noqa: E402
 from stoicc_ext.synthetic import prune_to_24  # noqa: E402
+import run_info  # noqa: E402
 from timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096),
@@ -51,24 +51,22 @@ def patch_weight(N, K, frac, dtype, seed):
     return torch.where(mask, prune_to_24(W), W)
 
 
-def candidates(M, N, K, bn, bk, sms=None):
-    """(instance index, split_k) pairs worth timing for this problem: the Inspector's own
-    enumeration (stoicc_ext.candidates), so the sweep and the tuner cannot drift apart."""
-    props = _device_props(torch.device("cuda"))
-    out = []
-    for e in stoicc_ext.list_instances():
-        if e["BLOCK_N"] != bn or e["BLOCK_K"] != bk or e["BLOCK_M"] != _m_bucket(M):
-            continue
-        if e["smem_bytes"] > props["smem_optin"]:
-            continue
-        out += [(e["index"], s) for s in _splits(e, M, N, K, props, None)]
-    return out
+def candidates(M, N, K, Wc):
+    """(instance index, split_k) pairs to time for this problem with the tile shape of ``Wc``:
+    exactly the built-in candidates the Inspector times (stoicc_ext.candidates._candidates:
+    nearest BLOCK_M per tile shape, the split counts, the op heuristic's choice), so the sweep
+    and the tuner cannot drift apart."""
+    schedules = {name: Schedule() for name in BUILTIN_SCHEDULES}
+    counts = {(Wc.block_n, Wc.block_k): (Wc[1].numel(), Wc[5].numel())}
+    cands = _candidates(schedules, None, M, N, K, _device_props(torch.device("cuda")), counts)
+    return [(c["entry"]["index"], c["split"]) for c in cands
+            if (c["entry"]["BLOCK_N"], c["entry"]["BLOCK_K"]) == (Wc.block_n, Wc.block_k)]
 
 
 VERBOSE = False
 
 
-def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15, densify=True):
+def bench_stoicc(W, x, blocks=BLOCKS, repeats=15, densify=True):
     """Best (ms, instance name, split, block, compressed bytes) over tile shapes x instances x splits,
     and, when ``densify``, the densify schedule (expand + cuBLAS) at each tile shape: its best
     time is also returned on its own (None when not timed)."""
@@ -78,12 +76,12 @@ def bench_stoicc(W, x, blocks=BLOCKS, sms=132, repeats=15, densify=True):
     for bn, bk in blocks:
         Wc = stoicc_ext.compress(W, bn, bk)
         Wcs = rotated_copies(Wc)
-        for inst, split in candidates(M, N, K, bn, bk, sms):
+        for inst, split in candidates(M, N, K, Wc):
             ms = time_graph(lambda w, i=inst, s=split: torch.ops.stoicc.spmm(
                 x, *w, None, N, K, bn, bk, i, s), [(w,) for w in Wcs], repeats=repeats)
             if best is None or ms < best[0]:
                 best = (ms, torch.ops.stoicc.instance_name(inst), split, (bn, bk), Wc.nbytes)
-            if split == 0:  # report the G the op picked
+            if split == 0:  # shown as -1: the op chose the CTA count itself
                 split = -1
             if VERBOSE:
                 print(f"    {bn}x{bk} {torch.ops.stoicc.instance_name(inst)} split {split}: {ms * 1e3:.1f} us",
@@ -156,8 +154,7 @@ def main():
         fracs = [float(v) for v in args.frac.split(",")]
     gpu = torch.cuda.get_device_name()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    commit = os.environ.get("STOICC_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = run_info.commit()
     cases = [(n, k, m, f, torch.float16) for (n, k) in shapes for f in fracs for m in ms_list]
     if args.bf16_subset:
         cases += [(n, k, 16, f, torch.bfloat16) for (n, k) in shapes[:2] for f in fracs]
@@ -175,7 +172,7 @@ def main():
             weights[key] = patch_weight(N, K, frac, dtype, seed=N * 7 + K + int(frac * 100))
         W = weights[key]
         x = torch.randn(M, K, device="cuda", dtype=dtype)
-        s_ms, inst, split, block, nbytes, d_ms = bench_stoicc(W, x, sms=sms, densify=M >= args.densify_min_m)
+        s_ms, inst, split, block, nbytes, d_ms = bench_stoicc(W, x, densify=M >= args.densify_min_m)
         c_ms = bench_cublas(W, x)
         cs_ms = cs_call = None
         if frac == 1.0 and dtype == torch.float16 and not args.no_cusparselt:
@@ -197,8 +194,8 @@ def main():
 
 def write_results(records, gpu, commit, args, quiet=False):
     os.makedirs(args.out, exist_ok=True)
-    tag = gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_") + (f"_{args.tag}" if args.tag else "")
-    date = datetime.date.today().isoformat()
+    tag = run_info.gpu_tag(gpu, args.tag)
+    date = run_info.today()
     with open(os.path.join(args.out, f"kernels_{tag}.json"), "w") as f:
         json.dump(dict(gpu=gpu, date=date, commit=commit, protocol="bench/timing.py: CUDA graph, weights rotated "
                        "past L2, median of 15 replays; stoicc = best instance x split x tile shape, and the densify "

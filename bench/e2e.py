@@ -37,13 +37,11 @@ Needs ``transformers`` >= 5 (``StaticCache(config=, max_cache_len=)``, cache pos
 the cache itself).
 """
 import argparse
-import datetime
 import gc
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +49,10 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+for _p in (REPO, os.path.join(REPO, "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+import run_info  # noqa: E402
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
 from stoicc_ext.densify import densify_schedule  # noqa: E402
@@ -688,8 +688,7 @@ def main(argv=None):
             "architecture (--full: all 32 layers) against cuBLAS.")
     if args.fresh_cache:
         os.environ["STOICC_CACHE_DIR"] = tempfile.mkdtemp(prefix="stoicc_e2e_cache_")
-    commit = os.environ.get("STOICC_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip() or "unknown"
+    commit = run_info.commit()
     log(f"stoicc {STOICC.__version__}, torch {torch.__version__}, transformers {tf.__version__}, {gpu}, commit {commit}; "
         f"{args.layers} layers, batch {args.batch}, prompt {args.prompt}, {args.new_tokens} new tokens, "
         f"sparsities {args.sparsities}; tuning space {args.tune_space}, cache {tuning_cache.cache_dir()}")
@@ -714,7 +713,7 @@ def main(argv=None):
                  pruned_layers="nn.Linear in .layers. (q,k,v,o,gate,up,down); lm_head and embeddings dense",
                  torch=torch.__version__, transformers=tf.__version__, python=platform.python_version(),
                  stoicc=STOICC.__version__, argv=args.argv, device=str(args.device))
-    res = dict(gpu=gpu, date=datetime.date.today().isoformat(), commit=commit, setup=setup, records=records,
+    res = dict(gpu=gpu, date=run_info.today(), commit=commit, setup=setup, records=records,
                tile_choices=choices, prefill_price=prices,
                timing=dict(total_s=total_s, tuning_s=sum(r["tuning_s"] for r in records),
                            price_s=sum(r["prefill_price_s"] for r in records), cache_dir=tuning_cache.cache_dir()))
@@ -731,8 +730,8 @@ def main(argv=None):
         f"{res['timing']['price_s']:.0f} s)")
     out_dir = args.out_dir or (os.path.join(REPO, "bench", "results") if on_gpu else None)
     if out_dir:
-        tag = args.tag or (gpu.replace("NVIDIA ", "").replace(" ", "_").replace("/", "_")
-                           + ("" if (args.preset, args.layers) == ("7b", 32) else f"_{args.preset}_{args.layers}l"))
+        tag = args.tag or run_info.gpu_tag(
+            gpu, "" if (args.preset, args.layers) == ("7b", 32) else f"{args.preset}_{args.layers}l")
         md, js = write_results(res, out_dir, tag)
         log(f"wrote {md} and {js}")
     return res
