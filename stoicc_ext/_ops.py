@@ -48,6 +48,6 @@ def spmm(x, Wc, bias=None, *, instance=-1, split_k=0):
 def densify(Wc):
     """The dense ``[N, K]`` weight of ``Wc`` as one ``torch.ops.stoicc.densify`` call (a CUDA kernel
     on the GPU; the C++ reference on the CPU). Same values as ``stoicc_ext.decompress``, which
-    also validates the tuple; this is the fast path that the ``densify`` schedule runs per call."""
+    also validates the tuple and is the reference the tests compare it with."""
     _require_extension()
     return torch.ops.stoicc.densify(*Wc, Wc.N, Wc.K, Wc.block_n, Wc.block_k)

@@ -34,7 +34,9 @@ class Schedule:
     * ``compressor(W, config) -> Wc`` (a tuple of tensors) builds the weight it reads; default
       ``stoicc_ext.compress(W, config)``. It is called once per distinct value of
       ``compress_keys`` (default the tile shape ``BLOCK_N``, ``BLOCK_K``) among the configs;
-      pass ``compress_keys=None`` to compress for every config.
+      pass ``compress_keys=None`` to compress for every config. (The default compressor reads
+      only the tile shape, so without a compressor of your own the weight is compressed once
+      per tile shape whatever ``compress_keys`` says.)
     * ``configs``: a dict of lists, expanded as their product (or a list of dicts). Keys are the
       user's; ``BLOCK_SIZE_*`` are understood as ``BLOCK_*`` for filtering. ``M``, ``N``, ``K``,
       ``bias`` and ``schedule`` are reserved.

@@ -57,9 +57,10 @@ def _tune(X, W, cands, props, problem, schedules, timer, verbose):
         else:
             sch = schedules[c["schedule"]]
             ccfg = canonical(c["user_config"])
-            if sch.compressor is None and sch.compress_keys == ("BLOCK_N", "BLOCK_K"):
-                # the default compressor is stoicc's compress at the config's tile shape: the
-                # same weight the built-in candidates of that shape read, compressed once
+            if sch.compressor is None:
+                # the default compressor is stoicc's compress, which reads only the config's tile
+                # shape: the same weight the built-in candidates of that shape read, compressed
+                # once whatever compress_keys says
                 gk = ("builtin", int(ccfg["BLOCK_N"]), int(ccfg["BLOCK_K"]))
             elif sch.compress_keys is not None:
                 gk = ("user", sch.name) + tuple(repr(ccfg.get(k)) for k in sch.compress_keys)
