@@ -135,15 +135,11 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
             raise KeyError(f"checkpoint layer {name!r} is not a module of the model: is the skeleton the model "
                            f"the checkpoint was saved from?") from None
         N, K = int(lm["N"]), int(lm["K"])
-        if isinstance(mod, MixedModule):
-            have = (mod.N, mod.K)
-        elif isinstance(mod, nn.Linear):
-            have = (mod.out_features, mod.in_features)
-        else:
+        if not isinstance(mod, (nn.Linear, MixedModule)):   # both have out_features / in_features
             raise TypeError(f"checkpoint layer {name!r} is a {type(mod).__name__} in the model; expected nn.Linear")
-        if have != (N, K):
+        if (mod.out_features, mod.in_features) != (N, K):
             raise ValueError(f"checkpoint layer {name!r} has weight shape ({N}, {K}) but the model's layer has "
-                             f"({have[0]}, {have[1]})")
+                             f"({mod.out_features}, {mod.in_features})")
         keys = [f"{name}.{t}" for t in CompressedWeight.names]
         missing = [k for k in keys if k not in state]
         if missing:

@@ -27,6 +27,7 @@ import warnings
 import torch
 from torch import nn
 
+from .inspect_report import _short
 from .inspector import Inspector
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
@@ -149,9 +150,8 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
             row.bytes_after = mm.weight_nbytes + _nbytes(mm.bias)
             del mod, W, mm
             log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: 2:4 {row.frac_24:.0%} dense {row.frac_dense:.0%} "
-                f"empty {row.frac_empty:.0%} -> tile {row.tile}, decode {row.cfg_decoding.get('instance')}/"
-                f"{row.cfg_decoding.get('SPLIT_K')} ({row.source_decoding}), prefill "
-                f"{row.cfg_prefill.get('instance')}/{row.cfg_prefill.get('SPLIT_K')} ({row.source_prefill}), "
+                f"empty {row.frac_empty:.0%} -> tile {row.tile}, decode {_short(row.cfg_decoding)} "
+                f"({row.source_decoding}), prefill {_short(row.cfg_prefill)} ({row.source_prefill}), "
                 f"{row.bytes_after / row.bytes_before:.3f}x bytes, {row.seconds:.2f} s")
     report = SparsifyReport(rows, elapsed_s=time.perf_counter() - t_start, decode_tokens=decode_tokens,
                             prefill_tokens=prefill_tokens, device=device)

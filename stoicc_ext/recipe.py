@@ -21,6 +21,7 @@ import torch
 
 from .configs import create_configs
 from .format import CompressedWeight
+from .inspect_report import _short
 from .inspector import FINGERPRINT_BLOCK as _FINE, Inspector, _tile_info
 from .synthetic import prune_to_24
 from .tile_map import TileType, classify_tiles
@@ -42,9 +43,8 @@ class TunedWeight:
         self.info = info
 
     def __repr__(self):
-        return (f"TunedWeight({self.compressed!r}, decode={self.cfg_decoding.get('instance')}/"
-                f"{self.cfg_decoding.get('SPLIT_K')}, prefill={self.cfg_prefill.get('instance')}/"
-                f"{self.cfg_prefill.get('SPLIT_K')})")
+        return (f"TunedWeight({self.compressed!r}, decode={_short(self.cfg_decoding)}, "
+                f"prefill={_short(self.cfg_prefill)})")
 
 
 def has_24_tile(W):
