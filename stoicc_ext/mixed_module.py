@@ -32,6 +32,17 @@ __all__ = ["MixedModule"]
 
 
 
+def _executor_property(phase):
+    """``exec_<phase>``: the executor, stored with whether it is bound (see MixedModule._bound)."""
+    def get(self):
+        return getattr(self, f"_exec_{phase}")
+
+    def set(self, ex):
+        setattr(self, f"_exec_{phase}", ex)
+        setattr(self, f"_bound_{phase}", self._bound(ex))
+    return property(get, set, doc=f"the {phase} executor")
+
+
 class MixedModule(nn.Module):
     """One PATCH-pruned linear layer on stoicc kernels: ``y = x @ W.T (+ bias)``.
 
@@ -95,21 +106,8 @@ class MixedModule(nn.Module):
         shape = getattr(ex, "bound_shape", False)
         return shape is None or shape == (self.N, self.K)
 
-    @property
-    def exec_decoding(self):
-        return self._exec_decoding
-
-    @exec_decoding.setter
-    def exec_decoding(self, ex):
-        self._exec_decoding, self._bound_decoding = ex, self._bound(ex)
-
-    @property
-    def exec_prefill(self):
-        return self._exec_prefill
-
-    @exec_prefill.setter
-    def exec_prefill(self, ex):
-        self._exec_prefill, self._bound_prefill = ex, self._bound(ex)
+    exec_decoding = _executor_property("decoding")
+    exec_prefill = _executor_property("prefill")
 
     # ---- the spec's forward -------------------------------------------------------------
 
