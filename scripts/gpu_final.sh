@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine: the whole verification pass of a commit. Full pytest suite (GPU tests
 # included), compute-sanitizer memcheck + racecheck on one instance of each schedule, the C++
-# benchmark binary built with CMake and checked against the CPU reference. Logs go to $OUT.
+# benchmark binary built with CMake and checked against the CPU reference. $OUT gets summary.txt
+# and one archive of the logs (the device tool brings back only a few files per run).
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+FINAL_OUT=${OUT:-/tmp/out}; mkdir -p "$FINAL_OUT"
+OUT=$(mktemp -d)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 echo "commit ${STOICC_COMMIT:-unknown}" | tee "$OUT/summary.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
@@ -35,3 +37,5 @@ for args in "--dtype f16" "--dtype bf16" "--dtype f16 --m 64 --block-k 64 --frac
   ./build-cmake/stoicc_spmm_bench $args --check --iters 50 >> "$OUT/cpp_bench.log" 2>&1
   echo "cpp bench $args: rc=$? $(tail -1 "$OUT/cpp_bench.log")" | tee -a "$OUT/summary.txt"
 done
+cp "$OUT/summary.txt" "$FINAL_OUT/summary.txt"
+tar czf "$FINAL_OUT/gpu_final_logs.tgz" -C "$OUT" .
