@@ -147,16 +147,29 @@ __device__ __forceinline__ void prefetch_l2(const void* src, uint32_t bytes) {
 __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
-// Reads a float4 at the same shared-memory offset as `p`, in the CTA of cluster rank `rank`.
-__device__ __forceinline__ float4 ld_peer_f4(const void* p, int rank) {
+// The shared::cluster address of the object at `p`'s shared-memory offset in cluster rank `rank`.
+__device__ __forceinline__ uint32_t peer_addr(const void* p, int rank) {
   uint32_t addr;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(addr) : "r"(smem_addr(p)), "r"(rank));
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr)
+  return addr;
+}
+// Stores v at `p`'s offset in cluster rank `rank` without waiting: the bytes count against
+// the transaction count of the mbarrier at `bar`'s offset in that CTA (complete_tx).
+__device__ __forceinline__ void st_async_peer_f4(void* p, int rank, float4 v, uint64_t* bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n"
+               ::"r"(peer_addr(p, rank)), "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)),
+               "r"(__float_as_uint(v.z)), "r"(__float_as_uint(v.w)), "r"(peer_addr(bar, rank))
                : "memory");
-  return v;
+}
+// Waits for the phase of parity `parity` of a local mbarrier that other CTAs of the cluster
+// complete (acquire at cluster scope: their stores are visible afterwards).
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAITC_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAITC_%=;\n}\n" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
 }
 #endif
 }  // namespace stoicc

@@ -242,9 +242,11 @@ struct SpmmKernel {
 
 #ifdef STOICC_BULK_COPY
     __shared__ __align__(8) uint64_t full_bar[STAGES];
+    __shared__ __align__(8) uint64_t red_bar;  // split-K: the cluster peers' partials landed
     if (tid == 0) {
 #pragma unroll
       for (int s = 0; s < STAGES; ++s) mbar_init(&full_bar[s], 1);
+      mbar_init(&red_bar, 1);
       mbar_fence_init();
     }
     __syncthreads();
@@ -511,27 +513,48 @@ struct SpmmKernel {
 #ifdef STOICC_BULK_COPY
     if constexpr (SCHED == kSplitK) {
       // Hopper split-K: the split CTAs of a tile row form one thread-block cluster and reduce
-      // through distributed shared memory: no workspace, no counters, no extra graph node. Each
-      // CTA parks its partial in its own shared memory, then sums a 1/split share of the tile over
-      // the cluster in rank order (deterministic) and writes that share of Y.
+      // through distributed shared memory: no workspace, no counters, no extra graph node.
+      // Cluster rank r owns the float4 slots f of the tile with (f / kThreads) % split == r
+      // and writes that share of Y. Once every CTA is past its main loop (one cluster barrier:
+      // the pipeline buffers become receive areas), each CTA pushes each owner its partial of
+      // the owner's slots with st.async, counted on the owner's red_bar; an owner waits for its
+      // peers' bytes, sums the partials in rank order (deterministic) and stores. No second
+      // cluster barrier: nobody reads another CTA's shared memory, so a CTA may exit as soon as
+      // its own share is written (docs/kernels.md step 18).
       const int split = a.split_k;
       if (split > 1) {
+        constexpr int kTileF = BN * BM / 4;  // float4 slots of the tile's partial
+        static_assert((kTileF + 8 * kThreads) * 16 <= STAGES * kStageBytes,
+                      "the split-K receive area must fit in the pipeline buffers");
         const int row = blockIdx.x / split, rank = blockIdx.x % split;
-        float4* part = reinterpret_cast<float4*>(smem);
+        const int stride = split * kThreads;
+        const int per_owner = (kTileF + stride - 1) / stride * kThreads;  // receive row length
+        float4* recv = reinterpret_cast<float4*>(smem);                  // [split][per_owner]
+        int owned = 0;
+        for (int f = rank * kThreads; f < kTileF; f += stride) owned += min(kThreads, kTileF - f);
+        cluster_sync();  // all peers are done with their pipeline buffers; red_bar is initialized
+        if (tid == 0) mbar_expect_tx(&red_bar, (uint32_t)((split - 1) * owned * 16));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) part[my_slot(mt, nt)] = acc4(mt, nt);
-        cluster_sync();
-        for (int f = rank * kThreads + tid; f < BN * BM / 4; f += split * kThreads) {
-          float4 sum = ld_peer_f4(part + f, 0);
+          for (int nt = 0; nt < kNT; ++nt) {
+            const int f = my_slot(mt, nt);
+            const int owner = (f / kThreads) % split;
+            float4* dst = recv + rank * per_owner + (f / stride) * kThreads + f % kThreads;
+            if (owner == rank) *dst = acc4(mt, nt);
+            else st_async_peer_f4(dst, owner, acc4(mt, nt), &red_bar);
+          }
+        __syncthreads();               // this CTA's own partial is in place
+        mbar_wait_cluster(&red_bar, 0);  // and the peers' partials have landed
+        for (int f = rank * kThreads + tid; f < kTileF; f += stride) {
+          const int g = (f / stride) * kThreads + f % kThreads;
+          float4 sum = recv[g];
           for (int r = 1; r < split; ++r) {
-            const float4 p = ld_peer_f4(part + f, r);
+            const float4 p = recv[r * per_owner + g];
             sum.x += p.x; sum.y += p.y; sum.z += p.z; sum.w += p.w;
           }
           store_slot(row, f, sum);
         }
-        cluster_sync();  // peers may not exit while their shared memory is being read
       }
     }
 #endif
