@@ -236,11 +236,11 @@ def kernel_category(name):
 
 
 def _exclusive_kernel_ms(prof):
-    """{kernel name: ms} of GPU time in which each kernel was the one making progress: kernels
-    sorted by start, each clipped to begin where the previous ones ended. A kernel launched early
-    by programmatic dependent launch (stoicc's sm_90 kernels) sits in griddepcontrol.wait while
-    its predecessor finishes; plain kernel durations would count that overlap twice. Returns
-    None when the profiler gave no device intervals."""
+    """{kernel name: (ms, calls)}: the GPU time in which each kernel was the one making progress
+    (kernels sorted by start, each clipped to begin where the previous ones ended) and how many
+    times it ran. A kernel launched early by programmatic dependent launch (stoicc's sm_90
+    kernels) sits in griddepcontrol.wait while its predecessor finishes; plain kernel durations
+    would count that overlap twice. Returns None when the profiler gave no device intervals."""
     from torch.autograd import DeviceType
     spans = []
     for e in prof.events():
@@ -257,7 +257,8 @@ def _exclusive_kernel_ms(prof):
     for start, end, name in spans:
         excl = max(0.0, end - max(start, done_until))
         done_until = max(done_until, end)
-        out[name] = out.get(name, 0.0) + excl / 1e3
+        ms, calls = out.get(name, (0.0, 0))
+        out[name] = (ms + excl / 1e3, calls + 1)
     return out
 
 
@@ -279,13 +280,17 @@ def profile_graph(graph, prepare, replays=5):
         per_kernel = _exclusive_kernel_ms(prof)
         if per_kernel is None:  # plain kernel durations would double-count PDL overlaps: no breakdown
             return None
-        for name, ms in per_kernel.items():
+        for name, (ms, calls) in per_kernel.items():
             cat = kernel_category(name)
             out[cat] = out.get(cat, 0.0) + ms / replays
-            top[name] = top.get(name, 0.0) + ms / replays
+            t_ms, t_calls = top.get(name, (0.0, 0.0))
+            top[name] = (t_ms + ms / replays, t_calls + calls / replays)
     out["total"] = sum(out.values())
-    out["top"] = [dict(kernel=k[:120], ms=v, category=kernel_category(k))
-                  for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:8]]
+    # per kernel: ms per replay, calls per replay and us per call (the in-model time of one call,
+    # to set beside the kernel table's: docs/model.md)
+    out["top"] = [dict(kernel=k[:120], ms=ms, calls=calls, us_per_call=1e3 * ms / calls if calls else None,
+                       category=kernel_category(k))
+                  for k, (ms, calls) in sorted(top.items(), key=lambda kv: -kv[1][0])[:8]]
     return out
 
 
@@ -519,6 +524,19 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
 # Output
 # --------------------------------------------------------------------------------------
 
+def decode_kernel_calls(records):
+    """(sparsity, "dense"/"stoicc", kernel, calls, ms, us per call) of the linear kernels (cuBLAS
+    or stoicc) among the top kernels of each record's profiled decode step."""
+    out = []
+    for r in records:
+        for who, b in (r.get("breakdown") or {}).items():
+            for t in (b.get("decode_step") or {}).get("top", []):
+                if t["category"] in ("stoicc", "cublas_gemm") and t.get("calls"):
+                    name = t["kernel"].split("(")[0].replace("void ", "")
+                    out.append((r["sparsity"], who, name, t["calls"], t["ms"], t["us_per_call"]))
+    return out
+
+
 def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
@@ -570,6 +588,12 @@ def write_results(res, out_dir, tag):
             L.append(f"| {r['sparsity']} % | {b['dense_linear_ms']:.3f} | {b['dense_rest_ms']:.3f} | "
                      f"{b['stoicc_linear_ms']:.3f} | {b['stoicc_rest_ms']:.3f} | {_f(b['linear_speedup'], '.2f')}x | "
                      f"{_f(b['step_speedup_profiled'], '.3f')}x |")
+        per_call = decode_kernel_calls(rows)
+        if per_call:
+            L += ["", "The linear kernels of a decode step, per call (to set beside the kernel table's "
+                  "per-call times; the name is cut to its template arguments):", "",
+                  "| sparsity | model | kernel | calls per step | ms per step | us per call |", "|---|---|---|---|---|---|"]
+            L += [f"| {sp} % | {who} | `{k}` | {c:.0f} | {ms:.3f} | {_f(us, '.1f')} |" for sp, who, k, c, ms, us in per_call]
     L += ["", "## Tile shape choice", "",
           "Per sparsity and layer kind: how many layers got each tile shape and schedule (`split_k/<splits>`), "
           "for decode (which fixes the compressed tile shape) and for prefill (tuned at that tile shape). "

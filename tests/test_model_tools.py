@@ -454,9 +454,7 @@ def test_save_refuses_user_schedule(tmp_path):
 
 def test_e2e_cpu_dry_run(tmp_path):
     pytest.importorskip("transformers", minversion="5")
-    spec = importlib.util.spec_from_file_location("stoicc_bench_e2e", os.path.join(REPO, "bench", "e2e.py"))
-    e2e = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(e2e)
+    e2e = _load_e2e()
     # the README's main command without a GPU: the tiny preset by default
     res = e2e.main(["--device", "cpu", "--layers", "1", "--sparsities", "0,35", "--new-tokens", "4",
                     "--out-dir", str(tmp_path), "--tag", "cpu"])
@@ -472,3 +470,35 @@ def test_e2e_cpu_dry_run(tmp_path):
     assert data["records"][0]["weight_bytes_ratio"] == pytest.approx(1.0, abs=0.01)
     assert data["records"][1]["weight_bytes_ratio"] < 0.95 and data["records"][1]["layers_converted"] == 7
     assert len(res["tile_choices"]["35"]) == 7
+
+
+def _load_e2e():
+    spec = importlib.util.spec_from_file_location("stoicc_bench_e2e", os.path.join(REPO, "bench", "e2e.py"))
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    return e2e
+
+
+def test_e2e_profile_accounting_counts_calls_and_clips_overlap():
+    """The decode-step breakdown: a PDL kernel that starts under its predecessor is counted only
+    from where the predecessor ended, and each kernel's calls are counted, so the per-call time
+    can be set beside the kernel table's."""
+    from types import SimpleNamespace
+    from torch.autograd import DeviceType
+    e2e = _load_e2e()
+
+    def ev(name, start, end):  # profiler times are in microseconds
+        return SimpleNamespace(name=name, device_type=DeviceType.CUDA, time_range=SimpleNamespace(start=start, end=end))
+
+    k = "void stoicc::spmm_kernel<__half, 16, 128, 128, 4, 1, 3, 1>(stoicc::SpmmArgs)"
+    events = [ev("rmsnorm", 0, 5), ev(k, 5, 15), ev(k, 12, 22),  # the 2nd call started 3 us early (PDL)
+              ev("nvjet_sm90_hsh_128x16_64x11_4x1_v_bz_TNT", 22, 30),
+              SimpleNamespace(name="cpu op", device_type=DeviceType.CPU, time_range=SimpleNamespace(start=0, end=99))]
+    out = e2e._exclusive_kernel_ms(SimpleNamespace(events=lambda: events))
+    assert out[k] == (pytest.approx(0.017), 2)  # 10 + 7 us
+    assert out["rmsnorm"] == (pytest.approx(0.005), 1) and "cpu op" not in out
+    assert e2e._exclusive_kernel_ms(SimpleNamespace(events=lambda: events[-1:])) is None
+    top = [dict(kernel=k, ms=0.017, calls=2, us_per_call=8.5, category="stoicc"),
+           dict(kernel="void at::native::reduce_kernel<512>(x)", ms=0.6, calls=65, us_per_call=9.2, category="other")]
+    rows = e2e.decode_kernel_calls([dict(sparsity=45, breakdown=dict(stoicc=dict(decode_step=dict(top=top))))])
+    assert rows == [(45, "stoicc", "stoicc::spmm_kernel<__half, 16, 128, 128, 4, 1, 3, 1>", 2, 0.017, 8.5)]
