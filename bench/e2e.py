@@ -56,6 +56,7 @@ import run_info  # noqa: E402
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
 from stoicc_ext.densify import densify_schedule  # noqa: E402
+from stoicc_ext.timing import side_stream  # noqa: E402
 from stoicc_ext.recipe import tune_weight, tuning_proxy  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -182,7 +183,7 @@ class Generator:
     def capture(self, prompt_ids):
         """Warm up eagerly on a side stream (lazy initialisation, cuBLAS workspaces), then capture
         one graph for ``prefill`` and one for ``step`` (sharing one memory pool)."""
-        s = torch.cuda.Stream()
+        s = side_stream()   # the tuner's too: one cuBLAS workspace for all warm-ups, not one per run
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
             self.reset(prompt_ids)
@@ -301,11 +302,6 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
     before = None
     if cuda:
         gc.collect()
-        # cuBLAS keeps a workspace per (handle, stream) in torch's allocator, and every capture
-        # warms up on a new side stream: without this, workspaces of earlier runs pile up and
-        # count in later runs' peaks.
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
-            torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -339,7 +335,7 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
         torch.cuda.synchronize()
         res["peak_bytes"] = torch.cuda.max_memory_allocated()
         res["allocated_before"] = before   # what was allocated when the run started (the model, leftovers)
-    del gen
+    gen = None   # drop the graphs and the static cache before the next model runs
     if cuda:
         gc.collect()
         torch.cuda.empty_cache()

@@ -109,7 +109,6 @@ def read_metadata(path):
     return meta
 
 
-
 def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
     """Rebuild a converted model from ``path`` into a skeleton (an ``nn.Module``, or a callable
     returning one). ``device``: where the tensors are loaded (and the model is moved at the end,

@@ -54,7 +54,6 @@ def _owners(model):
     return owners
 
 
-
 def _check(name, mod, owners, filter_fn):
     """(status, reason) for a layer that is not converted, or None if it may be."""
     if filter_fn is not None and not filter_fn(name, mod):

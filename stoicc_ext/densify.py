@@ -5,9 +5,9 @@ Why: at prefill sizes (M in the thousands) the GEMM is compute bound. cuBLAS on 
 wgmma/TMA kernels at about twice the FLOP rate of our mma.sync tile-sparse kernels, and the
 expansion costs one read of the compressed bytes and one write of the dense bytes: 10-30 % of
 the M = 2048 GEMM's time on an H100, so densify + cuBLAS runs at 0.72-0.92x of dense cuBLAS,
-against 0.33-0.50x for the compiled instances. At decode sizes the tile-sparse kernels win by reading fewer
-bytes, so the Inspector times this schedule beside the built-in ones and keeps whichever is
-faster; the model stays compressed in memory either way. The price: while a layer runs, one
+against 0.33-0.50x for the compiled instances. At decode sizes the tile-sparse kernels win by
+reading fewer bytes, so the Inspector times this schedule beside the built-in ones and keeps
+whichever is faster; the model stays compressed in memory either way. The price: while a layer runs, one
 dense copy of that layer's weight lives in torch's caching allocator (it is freed, and reused
 by the next layer, as soon as the call returns).
 
@@ -34,7 +34,7 @@ def densify_linear(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, d
     K = x.shape[-1]
     N = (sparse_row_ptr.shape[0] - 1) * BLOCK_N
     W = torch.ops.stoicc.densify.default(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
-                                 dense_cols, dense_values, N, K, BLOCK_N, BLOCK_K)
+                                         dense_cols, dense_values, N, K, BLOCK_N, BLOCK_K)
     return F.linear(x, W, bias)
 
 

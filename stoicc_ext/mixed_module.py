@@ -31,7 +31,6 @@ from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 __all__ = ["MixedModule"]
 
 
-
 def _executor_property(phase):
     """``exec_<phase>``: the executor, stored with whether it is bound (see MixedModule._bound)."""
     def get(self):

@@ -10,7 +10,9 @@ import statistics
 
 import torch
 
-__all__ = ["copies_for", "rotated_copies", "time_graph"]
+__all__ = ["copies_for", "rotated_copies", "side_stream", "time_graph"]
+
+_SIDE_STREAMS = {}
 
 
 def copies_for(nbytes_one, l2_bytes=None, min_total=4, max_copies=64):
@@ -39,9 +41,21 @@ def rotated_copies(weight, l2_bytes=None):
     return out
 
 
+def side_stream():
+    """The one side stream of the current device on which warm-ups run before a capture. A new
+    stream per call would cost more than its creation: cuBLAS keeps a workspace per (handle,
+    stream) in torch's allocator, so tuning, which times hundreds of candidates, would pile up
+    workspaces (up to one per pooled stream) that count in the model's peak memory."""
+    dev = torch.cuda.current_device()
+    s = _SIDE_STREAMS.get(dev)
+    if s is None:
+        s = _SIDE_STREAMS[dev] = torch.cuda.Stream(dev)
+    return s
+
+
 def time_graph(fn, args_list, warmup=3, repeats=20, use_graph=True):
     """Median milliseconds per call of fn(*args) over the rotated argument sets."""
-    s = torch.cuda.Stream()
+    s = side_stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for a in args_list:  # eager warm-up (allocator, lazy init) off the capture

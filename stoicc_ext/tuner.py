@@ -33,8 +33,6 @@ def default_timer(fn, args_list, config=None, *, warmup=3, repeats=15):
         return time_graph(fn, args_list, warmup=warmup, repeats=repeats, use_graph=False)
 
 
-
-
 def _launch_fn(schedules, c, X, N, K):
     if "entry" in c:
         op = torch.ops.stoicc.spmm.default

@@ -82,7 +82,6 @@ def clear_memory():
         _MEMORY.clear()
 
 
-
 def _valid(rec, key, material):
     if not isinstance(rec, dict):
         return "not a JSON object"
