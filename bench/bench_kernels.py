@@ -25,6 +25,7 @@ from stoicc_ext.candidates import _candidates, _device_props  # noqa: E402
 from stoicc_ext.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
 from stoicc_ext.densify import densify_linear  # noqa: E402
 from stoicc_ext.synthetic import prune_to_24  # noqa: E402
+import check_targets  # noqa: E402
 import run_info  # noqa: E402
 from timing import rotated_copies, time_graph  # noqa: E402
 
@@ -105,6 +106,17 @@ def bench_cublas(W, x, repeats=15):
     return ms
 
 
+def copy_bandwidth_tbps(nbytes=1 << 30, repeats=15):
+    """TB/s (bytes read plus bytes written) of a device-to-device copy of ``nbytes``, timed by the
+    same protocol: the ceiling for a weight-streaming kernel on this GPU, against which
+    check_targets.py sets the kernel issue's bandwidth target (87 % of it, as 2.6 of the H100's
+    2.99 TB/s). One buffer of 1 GiB is far past any L2, so it needs no rotation."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_(0, 256)
+    dst = torch.empty_like(src)
+    ms = time_graph(lambda: dst.copy_(src), [()], repeats=repeats)
+    return 2 * nbytes / ms / 1e9
+
+
 def bench_cusparselt(W, x, repeats=15):
     """cuSPARSELt through torch (2:4 weight, searched algorithm): (graph ms ~ kernel time,
     eager per-call ms including torch's per-call descriptor/plan set-up)."""
@@ -159,7 +171,8 @@ def main():
     if args.bf16_subset:
         cases += [(n, k, 16, f, torch.bfloat16) for (n, k) in shapes[:2] for f in fracs]
     records = []
-    print(f"{gpu}, {sms} SMs, commit {commit}; {len(cases)} cases", flush=True)
+    copy_tbps = copy_bandwidth_tbps()
+    print(f"{gpu}, {sms} SMs, commit {commit}; device copy {copy_tbps:.2f} TB/s; {len(cases)} cases", flush=True)
     hdr = (f"{'N':>6} {'K':>6} {'M':>5} {'f':>4} {'dtype':>5} {'stoicc_ms':>9} {'cublas_ms':>9} {'speedup':>7} "
            f"{'TB/s':>5} {'TFLOP/s':>7} {'cslt_ms':>8} {'instance':<40}")
     print(hdr, flush=True)
@@ -188,16 +201,16 @@ def main():
         print(f"{N:>6} {K:>6} {M:>5} {frac:>4} {rec['dtype'][:5]:>5} {s_ms:>9.4f} {c_ms:>9.4f} {c_ms / s_ms:>7.2f} "
               f"{rec['tbps']:>5.2f} {rec['tflops']:>7.1f} {'' if cs_ms is None else f'{cs_ms:.4f}':>8} "
               f"{inst}/s{split}", flush=True)
-        write_results(records, gpu, commit, args, quiet=True)  # after every case: a cut-off run keeps its rows
-    write_results(records, gpu, commit, args)
+        write_results(records, gpu, commit, copy_tbps, args, quiet=True)  # after every case: a cut-off run keeps its rows
+    write_results(records, gpu, commit, copy_tbps, args)
 
 
-def write_results(records, gpu, commit, args, quiet=False):
+def write_results(records, gpu, commit, copy_tbps, args, quiet=False):
     os.makedirs(args.out, exist_ok=True)
     tag = run_info.gpu_tag(gpu, args.tag)
     date = run_info.today()
     with open(os.path.join(args.out, f"kernels_{tag}.json"), "w") as f:
-        json.dump(dict(gpu=gpu, date=date, commit=commit, protocol="bench/timing.py: CUDA graph, weights rotated "
+        json.dump(dict(gpu=gpu, date=date, commit=commit, copy_tbps=copy_tbps, protocol="bench/timing.py: CUDA graph, weights rotated "
                        "past L2, median of 15 replays; stoicc = best instance x split x tile shape, and the densify "
                        "schedule (expand + cuBLAS) from M = --densify-min-m on (densify_ms: its best alone)",
                        records=records),
@@ -216,6 +229,9 @@ def write_results(records, gpu, commit, args, quiet=False):
         lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {r['frac']} | {r['dtype']} | {r['stoicc_ms'] * 1e3:.1f} | "
                      f"{r['cublas_ms'] * 1e3:.1f} | {r['speedup']:.2f} | {r['tbps']:.2f} | {r['tflops']:.0f} | {cs} | "
                      f"{r['instance']} / {r['split_k']} |")
+    data = dict(gpu=gpu, commit=commit, copy_tbps=copy_tbps, records=records)
+    lines += ["", f"Device-to-device copy in the same process: {copy_tbps:.2f} TB/s (read + write).", "",
+              check_targets.format_markdown(f"kernels_{tag}.json", data, "kernels", check_targets.kernel_targets(data))]
     with open(os.path.join(args.out, f"kernels_{tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     if not quiet:
