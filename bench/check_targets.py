@@ -88,17 +88,29 @@ def kernel_targets(data):
     return [t for t in out if t["cases"]]
 
 
+def is_spec_setup(data):
+    """Whether an e2e run is the spec's set-up (the full 32-layer Llama-2-7B, batch 16, prompt
+    128, 128 new tokens), the one the targets are stated for."""
+    st = data.get("setup") or {}
+    return (st.get("preset"), st.get("layers"), st.get("batch"), st.get("prompt"), st.get("new_tokens")) == \
+        ("7b", 32, 16, 128, 128)
+
+
 def e2e_targets(data):
-    """The end-to-end issue's targets over the records of an ``e2e_<gpu>.json``."""
+    """The end-to-end issue's targets over the records of an ``e2e_<gpu>.json``. The weight-byte
+    limits are Llama-2-7B's, so they are counted only for the spec's set-up; the speedups are
+    counted for any run (the target names say when the run is not the spec's set-up)."""
     recs = [r for r in data["records"] if r.get("speedup") is not None]
+    spec = is_spec_setup(data)
+    note = "" if spec else " (not the spec's set-up)"
     out = []
     for s, want in E2E_SPEEDUP.items():
         rows = [r for r in recs if r["sparsity"] == s]
-        out.append(_target(f"{s} %: end-to-end speedup >= {want:.2f}x", rows,
+        out.append(_target(f"{s} %: end-to-end speedup >= {want:.2f}x{note}", rows,
                            lambda r, w=want: r["speedup"] >= w,
                            lambda r: f"{r['sparsity']} %: {r['speedup']:.3f}x"))
     for s, limit in E2E_WEIGHT_LIMIT.items():
-        rows = [r for r in data["records"] if r["sparsity"] == s]
+        rows = [r for r in data["records"] if r["sparsity"] == s and spec]
         out.append(_target(f"{s} %: weight bytes within 1 % of the format's {limit:.3f}", rows,
                            lambda r, lim=limit: abs(r["weight_bytes_ratio"] / lim - 1) <= E2E_WEIGHT_TOL,
                            lambda r: f"{r['sparsity']} %: {r['weight_bytes_ratio']:.3f}"))

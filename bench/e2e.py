@@ -37,6 +37,7 @@ Needs ``transformers`` >= 5 (``StaticCache(config=, max_cache_len=)``, cache pos
 the cache itself).
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -52,6 +53,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _p in (REPO, os.path.join(REPO, "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+import check_targets  # noqa: E402
 import run_info  # noqa: E402
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext import tuning_cache  # noqa: E402
@@ -131,12 +133,27 @@ class Generator:
     token ``[B, 1]``, its position ``[1, 1]`` and the generated tokens ``[B, new]``. ``prefill()``
     and ``step()`` touch only these, so each is one CUDA graph; ``step`` computes its mask from the
     position buffer, takes the argmax, stores the token and advances the position on the device.
+
+    ``compile_backend`` (e.g. ``"inductor"``): the model's forward runs through
+    ``torch.compile(fullgraph=True, dynamic=False)``, one compiled graph for the prefill shape and
+    one for the decode step's, fusing transformers' eager norms, rotary and elementwise ops; the
+    linears stay what they are (cuBLAS for ``nn.Linear``, one ``torch.ops.stoicc.spmm`` per
+    ``MixedModule``). Both are compiled in ``warm_up``; after it a recompilation is an error
+    (it would compile inside a CUDA-graph capture, or time the compiler).
     """
 
-    def __init__(self, tf, model, batch, prompt_len, new_tokens):
+    def __init__(self, tf, model, batch, prompt_len, new_tokens, compile_backend=None):
         cfg = model.config
         p = next(model.parameters())
         self.model, self.B, self.P, self.new = model, batch, prompt_len, new_tokens
+        self.forward = model
+        self.compile_backend, self.compile_s = compile_backend, None
+        if compile_backend:
+            # Every model of the run executes the same forward code: drop the previous model's
+            # compiled frames so that its guards neither pile up towards dynamo's recompile limit
+            # (past which it would fall back to eager without a word) nor keep that model alive.
+            torch._dynamo.reset()
+            self.forward = torch.compile(model, backend=compile_backend, fullgraph=True, dynamic=False)
         self.L = prompt_len + new_tokens
         dev = p.device
         self.cache = tf.StaticCache(config=cfg, max_cache_len=self.L)
@@ -160,8 +177,8 @@ class Generator:
         self.ids.copy_(prompt_ids)
 
     def prefill(self):
-        out = self.model(input_ids=self.ids, position_ids=self.pos_prompt, attention_mask=self.mask_prefill,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.forward(input_ids=self.ids, position_ids=self.pos_prompt, attention_mask=self.mask_prefill,
+                           past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]
         self.logits_prefill.copy_(logits)
         nxt = logits.argmax(dim=-1)
@@ -172,31 +189,48 @@ class Generator:
 
     def step(self):
         mask = self.kv_idx <= self.pos.view(1, 1, 1, 1)
-        out = self.model(input_ids=self.tok, position_ids=self.pos, attention_mask=mask,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.forward(input_ids=self.tok, position_ids=self.pos, attention_mask=mask,
+                           past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         nxt = out.logits[:, -1, :].argmax(dim=-1)
         self.out.index_copy_(1, self.step_idx, nxt.view(self.B, 1))
         self.tok.copy_(nxt.view(self.B, 1))
         self.pos.add_(1)
         self.step_idx.add_(1)
 
+    def warm_up(self, prompt_ids):
+        """One prefill and one decode step: lazy initialisation, cuBLAS workspaces and, with
+        ``compile_backend``, the two compilations (timed into ``compile_s``)."""
+        t0 = time.perf_counter()
+        self.reset(prompt_ids)
+        self.prefill()
+        self.step()
+        if self.compile_backend:
+            if prompt_ids.is_cuda:
+                torch.cuda.synchronize()
+            self.compile_s = time.perf_counter() - t0
+
+    def no_recompile(self):
+        """A context in which a recompilation of the compiled forward raises (a no-op eagerly)."""
+        if not self.compile_backend:
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(error_on_recompile=True)
+
     def capture(self, prompt_ids):
-        """Warm up eagerly on a side stream (lazy initialisation, cuBLAS workspaces), then capture
-        one graph for ``prefill`` and one for ``step`` (sharing one memory pool)."""
+        """Warm up on a side stream, then capture one graph for ``prefill`` and one for ``step``
+        (sharing one memory pool)."""
         s = side_stream()   # the tuner's too: one cuBLAS workspace for all warm-ups, not one per run
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
-            self.reset(prompt_ids)
-            self.prefill()
-            self.step()
+            self.warm_up(prompt_ids)
         torch.cuda.current_stream().wait_stream(s)
         torch.cuda.synchronize()
         self.reset(prompt_ids)
         g_pre, g_step = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g_pre):
-            self.prefill()
-        with torch.cuda.graph(g_step, pool=g_pre.pool()):
-            self.step()
+        with self.no_recompile():
+            with torch.cuda.graph(g_pre):
+                self.prefill()
+            with torch.cuda.graph(g_step, pool=g_pre.pool()):
+                self.step()
         torch.cuda.synchronize()
         self.graphs = (g_pre, g_step)
 
@@ -204,7 +238,7 @@ class Generator:
         """One generation; returns (prefill_ms, decode_ms_total) on CUDA (graphs), (None, None) eagerly."""
         self.reset(prompt_ids)
         if self.graphs is None:
-            with torch.no_grad():
+            with torch.no_grad(), self.no_recompile():
                 self.prefill()
                 for _ in range(self.new - 1):
                     self.step()
@@ -295,9 +329,10 @@ def profile_graph(graph, prepare, replays=5):
     return out
 
 
-def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profile=False):
+def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profile=False, compile_backend=None):
     """Generate ``repeats`` times (after one untimed run); medians of the times, the tokens, the
-    prefill's last-position logits and the peak GPU memory (weights, KV cache, graphs, activations)."""
+    prefill's last-position logits, the peak GPU memory (weights, KV cache, graphs, activations)
+    and, with ``compile_backend``, the compile time."""
     cuda = prompt_ids.is_cuda
     before = None
     if cuda:
@@ -307,16 +342,18 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
         before = torch.cuda.memory_allocated()
     B, P = prompt_ids.shape
     with torch.no_grad():
-        gen = Generator(tf, model, B, P, new_tokens)
+        gen = Generator(tf, model, B, P, new_tokens, compile_backend=compile_backend)
         if graphs:
             gen.capture(prompt_ids)
+        elif compile_backend:
+            gen.warm_up(prompt_ids)     # compile outside the untimed run, which must not recompile
         gen.generate(prompt_ids)
         pre, dec = [], []
         for _ in range(repeats if graphs else 0):
             a, b = gen.generate(prompt_ids)
             pre.append(a)
             dec.append(b)
-        res = dict(tokens=gen.out.clone(), logits=gen.logits_prefill.clone())
+        res = dict(tokens=gen.out.clone(), logits=gen.logits_prefill.clone(), compile_s=gen.compile_s)
         if graphs and profile:
             g_pre, g_step = gen.graphs
 
@@ -336,6 +373,8 @@ def run_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profil
         res["peak_bytes"] = torch.cuda.max_memory_allocated()
         res["allocated_before"] = before   # what was allocated when the run started (the model, leftovers)
     gen = None   # drop the graphs and the static cache before the next model runs
+    if compile_backend:
+        torch._dynamo.reset()   # and the compiled frames, which may hold this model's (dense) tensors
     if cuda:
         gc.collect()
         torch.cuda.empty_cache()
@@ -449,7 +488,9 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
            else "no (0 %: every tile dense)"))
 
     dense = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats,
-                           profile=args.profile)
+                           profile=args.profile, compile_backend=args.compile)
+    if dense["compile_s"] is not None:
+        log(f"[{s}%] dense model compiled ({args.compile}, prefill and decode step) in {dense['compile_s']:.1f} s")
     if "total_ms" in dense:
         log(f"[{s}%] dense (cuBLAS): {dense['total_ms']:.1f} ms = prefill {dense['prefill_ms']:.2f} ms + "
             f"{args.new_tokens - 1} x {dense['decode_step_ms']:.3f} ms; peak {dense['peak_bytes'] / 2**30:.2f} GiB")
@@ -475,7 +516,9 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
         f"prefill-price study {price_s:.1f} s; weights {sp_bytes / dense_bytes:.3f} of dense")
 
     sparse = run_generation(tf, model, prompt_ids, args.new_tokens, graphs=use_graphs, repeats=args.repeats,
-                            profile=args.profile)
+                            profile=args.profile, compile_backend=args.compile)
+    if sparse["compile_s"] is not None:
+        log(f"[{s}%] stoicc model compiled ({args.compile}) in {sparse['compile_s']:.1f} s")
     agree = (sparse["tokens"] == dense["tokens"]).float().mean().item()
     first = (sparse["tokens"][:, 0] == dense["tokens"][:, 0]).float().mean().item()
     err = (sparse["logits"] - dense["logits"]).abs().max().item()
@@ -492,7 +535,8 @@ def run_sparsity(tf, args, s, prompt_ids, inspector, log):
                stoicc_allocated_before=sparse.get("allocated_before"),
                agreement=agree, first_token_agreement=first, max_logits_err=err,
                max_logits_rel_err=err / scale if scale else None,
-               layers_converted=len(report.converted), tuning_s=tune_s, prefill_price_s=price_s, build_s=build_s)
+               layers_converted=len(report.converted), tuning_s=tune_s, prefill_price_s=price_s, build_s=build_s,
+               dense_compile_s=dense["compile_s"], stoicc_compile_s=sparse["compile_s"])
     if "breakdown" in dense and "breakdown" in sparse:
         rec["breakdown"] = dict(dense=dense["breakdown"], stoicc=sparse["breakdown"])
         sp = rec["decode_split"] = decode_split(dense["breakdown"]["decode_step"], sparse["breakdown"]["decode_step"])
@@ -553,7 +597,11 @@ def write_results(res, out_dir, tag):
          f"baseline: 128x128 tiles, the lowest 2:4-pruning loss first, global target; not PATCH's learned masks), "
          f"lm_head and embeddings dense; batch {st['batch']}, prompt {st['prompt']}, {st['new_tokens']} new tokens "
          f"(prefill + {st['new_tokens'] - 1} decode steps), transformers `StaticCache`, greedy; prefill and each decode "
-         f"step are CUDA-graph replays (graphs: {st['graphs']}). Baseline: the same pruned model, dense "
+         f"step are CUDA-graph replays (graphs: {st['graphs']}); "
+         + (f"both models' forward compiled by `torch.compile(fullgraph=True)` with the `{st['compile']}` backend "
+            "before the capture (the linears stay cuBLAS and stoicc; compile time not timed). "
+            if st.get("compile") else "the forward runs eagerly inside the graphs (no `torch.compile`). ")
+         + "Baseline: the same pruned model, dense "
          f"(`nn.Linear`, cuBLAS), in the same process. stoicc: `stoicc_ext.sparsify_` (the spec's recipe per layer: "
          f"decode tuned at M = {st['batch']}, prefill at M = {st['batch'] * st['prompt']} with the decode tile shape "
          f"pinned; tuning space `{st['tune_space']}`). Times: median of {st['repeats']} generations. Agreement: "
@@ -613,6 +661,10 @@ def write_results(res, out_dir, tag):
                      f"{p['prefill_free']['tile']} {p['prefill_free']['schedule']} | "
                      f"{_f(p['prefill_free_ms'] and p['prefill_free_ms'] * 1e3, '.1f')} | "
                      f"{_f(p['price'] and 100 * p['price'], '+.1f')} % |")
+    targets = check_targets.e2e_targets(res)
+    if targets:          # none without timings (a CPU dry run)
+        L += ["", "## Targets", "", check_targets.format_markdown(os.path.basename(base) + ".json", res, "end-to-end",
+                                                               targets)]
     t = res["timing"]
     L += ["", f"Wall time {t['total_s']:.0f} s, of which tuning (sparsify_) {t['tuning_s']:.0f} s and the "
           f"prefill-price study {t['price_s']:.0f} s; tuning cache `{t['cache_dir']}`."]
@@ -653,6 +705,11 @@ def parse_args(argv=None):
     ap.add_argument("--no-price", dest="price", action="store_false",
                     help="skip the price-of-reusing-the-decode-tile study")
     ap.add_argument("--no-graphs", action="store_true", help="eager generation on the GPU (debugging)")
+    ap.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                    help="run both models' forward through torch.compile(fullgraph=True) with BACKEND (default "
+                         "inductor), before the CUDA-graph capture: transformers' eager norms, rotary and "
+                         "elementwise ops are fused, the linears stay cuBLAS and stoicc (compile time is printed, "
+                         "not timed)")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="skip the per-kernel time breakdown of the prefill and decode graphs (torch.profiler)")
     ap.add_argument("--out-dir", default=None,
@@ -729,6 +786,7 @@ def main(argv=None):
                  batch=args.batch,
                  prompt=args.prompt, new_tokens=args.new_tokens, dtype=str(args.dtype).replace("torch.", ""),
                  seed=args.seed, repeats=args.repeats, tune_space=args.tune_space, graphs=on_gpu and not args.no_graphs,
+                 compile=args.compile,
                  pruner="stoicc_ext.prune_patch_oneshot_ (128x128 tiles, global target, 2:4-loss scores)",
                  pruned_layers="nn.Linear in .layers. (q,k,v,o,gate,up,down); lm_head and embeddings dense",
                  torch=torch.__version__, transformers=tf.__version__, python=platform.python_version(),

@@ -502,3 +502,35 @@ def test_e2e_profile_accounting_counts_calls_and_clips_overlap():
            dict(kernel="void at::native::reduce_kernel<512>(x)", ms=0.6, calls=65, us_per_call=9.2, category="other")]
     rows = e2e.decode_kernel_calls([dict(sparsity=45, breakdown=dict(stoicc=dict(decode_step=dict(top=top))))])
     assert rows == [(45, "stoicc", "stoicc::spmm_kernel<__half, 16, 128, 128, 4, 1, 3, 1>", 2, 0.017, 8.5)]
+
+
+def test_e2e_compiled_forward_keeps_the_linears(tmp_path):
+    """--compile: both models' forward goes through torch.compile(fullgraph=True) (here a backend
+    that records each graph and runs it eagerly); the dense graphs hold the linears as aten mm,
+    the converted ones as one stoicc.spmm per linear, one graph per phase and model, and the
+    generation matches the dense model's."""
+    pytest.importorskip("transformers", minversion="5")
+    e2e = _load_e2e()
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return gm.forward
+    torch._dynamo.reset()
+    torch._dynamo.list_backends()   # the registry is filled lazily; register after it
+    torch._dynamo.register_backend(recording, name="stoicc_test_recording")
+    res = e2e.main(["--device", "cpu", "--layers", "1", "--sparsities", "35", "--new-tokens", "4", "--no-price",
+                    "--compile", "stoicc_test_recording", "--out-dir", str(tmp_path), "--tag", "cpu"])
+    assert len(graphs) == 4                      # prefill and decode step, dense then stoicc; no recompiles
+    dense, sparse = graphs[:2], graphs[2:]
+    def count(g, key):
+        return sum(key in t for t in g)
+    # 7 linears in the decoder layer and lm_head: all F.linear when dense; stoicc has 7 spmm
+    # calls and lm_head (dense, outside .layers.) stays F.linear
+    assert all(count(g, "linear") == 8 and count(g, "stoicc.spmm") == 0 for g in dense), dense
+    assert all(count(g, "linear") == 1 and count(g, "stoicc.spmm") == 7 for g in sparse), sparse
+    r = res["records"][0]
+    assert r["dense_compile_s"] > 0 and r["stoicc_compile_s"] > 0 and r["agreement"] == 1.0
+    assert res["setup"]["compile"] == "stoicc_test_recording"
+    assert "compiled by `torch.compile(fullgraph=True)`" in (tmp_path / "e2e_cpu.md").read_text()
+    torch._dynamo.reset()
