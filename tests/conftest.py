@@ -1,4 +1,8 @@
-"""Shared fixtures: devices (CUDA skips cleanly without a GPU), output poisoning, references."""
+"""Shared fixtures: devices (CUDA skips cleanly without a GPU), output poisoning, references,
+and loading a bench/ script as a module."""
+import importlib.util
+import os
+
 import pytest
 import torch
 
@@ -10,6 +14,15 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 needs_ext = pytest.mark.skipif(not stoicc_ext.extension_loaded,
                                reason=f"compiled extension not loaded: {stoicc_ext.extension_error}")
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+
+
+def load_bench(name):
+    """bench/<name>.py as a module (bench/ is scripts, not a package)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", name + ".py")
+    spec = importlib.util.spec_from_file_location(f"stoicc_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def poison_allocator(device, nbytes):

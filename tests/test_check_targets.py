@@ -1,19 +1,16 @@
 """bench/check_targets.py: the issues' targets counted from recorded benchmark JSON (CPU only)."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
+from conftest import load_bench
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "results")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("stoicc_check_targets", os.path.join(REPO, "bench", "check_targets.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("check_targets")
 
 
 

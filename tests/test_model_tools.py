@@ -1,9 +1,7 @@
 """Whole-model tools (issue 5): sparsify_ and its report, PATCH mask.npz files, the one-shot
 pruner, saving and loading converted models, and a CPU dry run of bench/e2e.py."""
 import copy
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -15,11 +13,10 @@ from stoicc_ext import TileType, classify_tiles
 from stoicc_ext.mixed_module import MixedModule
 from stoicc_ext.synthetic import prune_to_24
 
-from conftest import needs_ext
+from conftest import load_bench, needs_ext
 from model_helpers import TinyLM, hidden, patch_model
 
 pytestmark = needs_ext
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYER_LINEARS = 14          # 2 layers x (q, k, v, o, gate, up, down)
 
 
@@ -473,10 +470,7 @@ def test_e2e_cpu_dry_run(tmp_path):
 
 
 def _load_e2e():
-    spec = importlib.util.spec_from_file_location("stoicc_bench_e2e", os.path.join(REPO, "bench", "e2e.py"))
-    e2e = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(e2e)
-    return e2e
+    return load_bench("e2e")
 
 
 def test_e2e_profile_accounting_counts_calls_and_clips_overlap():
