@@ -209,12 +209,12 @@ def write_results(records, gpu, commit, copy_tbps, args, quiet=False):
     os.makedirs(args.out, exist_ok=True)
     tag = run_info.gpu_tag(gpu, args.tag)
     date = run_info.today()
+    data = dict(gpu=gpu, date=date, commit=commit, copy_tbps=copy_tbps, protocol="bench/timing.py: CUDA graph, "
+                "weights rotated past L2, median of 15 replays; stoicc = best instance x split x tile shape, and the "
+                "densify schedule (expand + cuBLAS) from M = --densify-min-m on (densify_ms: its best alone)",
+                records=records)
     with open(os.path.join(args.out, f"kernels_{tag}.json"), "w") as f:
-        json.dump(dict(gpu=gpu, date=date, commit=commit, copy_tbps=copy_tbps, protocol="bench/timing.py: CUDA graph, weights rotated "
-                       "past L2, median of 15 replays; stoicc = best instance x split x tile shape, and the densify "
-                       "schedule (expand + cuBLAS) from M = --densify-min-m on (densify_ms: its best alone)",
-                       records=records),
-                  f, indent=1)
+        json.dump(data, f, indent=1)
     lines = [f"# Kernel benchmark on {gpu}", "", f"Date {date}, commit `{commit}`. Baseline: dense `F.linear` "
              "(cuBLAS) in the same process; cuSPARSELt (`torch._cslt_sparse_mm`, searched algorithm) at f = 1.0: "
              "`cslt` is its time inside a CUDA graph (kernel time), `cslt call` its eager per-call time. "
@@ -229,7 +229,6 @@ def write_results(records, gpu, commit, copy_tbps, args, quiet=False):
         lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {r['frac']} | {r['dtype']} | {r['stoicc_ms'] * 1e3:.1f} | "
                      f"{r['cublas_ms'] * 1e3:.1f} | {r['speedup']:.2f} | {r['tbps']:.2f} | {r['tflops']:.0f} | {cs} | "
                      f"{r['instance']} / {r['split_k']} |")
-    data = dict(gpu=gpu, commit=commit, copy_tbps=copy_tbps, records=records)
     lines += ["", f"Device-to-device copy in the same process: {copy_tbps:.2f} TB/s (read + write).", "",
               check_targets.format_markdown(f"kernels_{tag}.json", data, "kernels", check_targets.kernel_targets(data))]
     with open(os.path.join(args.out, f"kernels_{tag}.md"), "w") as f:

@@ -46,6 +46,12 @@ def _target(name, rows, ok, detail):
                 missed=[detail(r) for r in failed])
 
 
+def _speedup(name, rows, want):
+    """A speedup-over-cuBLAS target over kernel records."""
+    return _target(f"{name}: speedup >= {want:.2f}x", rows, lambda r: r["speedup"] >= want,
+                   lambda r: f"{_case(r)}: {r['speedup']:.3f}x")
+
+
 def tbps_target(data):
     """(TB/s, how it was set): 87 % of the file's own copy bandwidth when recorded, else the
     issue's H100 figure."""
@@ -62,10 +68,7 @@ def kernel_targets(data):
     out = []
     m16 = [r for r in recs if r["m"] == 16]
     for f, want in M16_SPEEDUP.items():
-        rows = [r for r in m16 if r["frac"] == f]
-        out.append(_target(f"M = 16, f = {f}: speedup >= {want:.2f}x", rows,
-                           lambda r, w=want: r["speedup"] >= w,
-                           lambda r: f"{_case(r)}: {r['speedup']:.3f}x"))
+        out.append(_speedup(f"M = 16, f = {f}", [r for r in m16 if r["frac"] == f], want))
     tb, how = tbps_target(data)
     rows = [r for r in m16 if r["n"] * r["k"] >= TBPS_MIN_WEIGHT]
     out.append(_target(f"M = 16, shapes >= 11008x4096: >= {tb:.2f} TB/s ({how})", rows,
@@ -81,10 +84,8 @@ def kernel_targets(data):
                            lambda r, q=ratio: q(r) >= M_NEAR_16_RATIO,
                            lambda r, q=ratio: f"{_case(r)}: {q(r):.2f}"))
     for f, want in PREFILL_SPEEDUP.items():
-        rows = [r for r in recs if r["m"] == PREFILL_M and r["frac"] == f]
-        out.append(_target(f"M = {PREFILL_M}, f = {f}: speedup >= {want:.2f}x", rows,
-                           lambda r, w=want: r["speedup"] >= w,
-                           lambda r: f"{_case(r)}: {r['speedup']:.3f}x"))
+        out.append(_speedup(f"M = {PREFILL_M}, f = {f}", [r for r in recs if r["m"] == PREFILL_M and r["frac"] == f],
+                            want))
     return [t for t in out if t["cases"]]
 
 
@@ -109,8 +110,8 @@ def e2e_targets(data):
         out.append(_target(f"{s} %: end-to-end speedup >= {want:.2f}x{note}", rows,
                            lambda r, w=want: r["speedup"] >= w,
                            lambda r: f"{r['sparsity']} %: {r['speedup']:.3f}x"))
-    for s, limit in E2E_WEIGHT_LIMIT.items():
-        rows = [r for r in data["records"] if r["sparsity"] == s and spec]
+    for s, limit in (E2E_WEIGHT_LIMIT if spec else {}).items():
+        rows = [r for r in data["records"] if r["sparsity"] == s]
         out.append(_target(f"{s} %: weight bytes within 1 % of the format's {limit:.3f}", rows,
                            lambda r, lim=limit: abs(r["weight_bytes_ratio"] / lim - 1) <= E2E_WEIGHT_TOL,
                            lambda r: f"{r['sparsity']} %: {r['weight_bytes_ratio']:.3f}"))

@@ -28,6 +28,7 @@ peak_bytes_ratio, agreement, ...}], tile_choices, prefill_price, timing}``.
     bash scripts/run.sh                                       # the README's main command: this, set up first
     PYTHONPATH=$PWD python bench/e2e.py                       # GPU: 7B architecture, 4 layers (--preset small)
     PYTHONPATH=$PWD python bench/e2e.py --full                # GPU: the spec's full 32-layer Llama-2-7B
+    PYTHONPATH=$PWD python bench/e2e.py --full --compile      # the same, both models' forward torch.compile'd
     PYTHONPATH=$PWD python bench/e2e.py --device cpu          # CPU: a tiny Llama, dry run of the pipeline, no timing
 
 Results go to ``bench/results/e2e_<gpu>.md`` for the full model, ``e2e_<gpu>_<preset>_<layers>l.md``
@@ -145,8 +146,8 @@ class Generator:
     def __init__(self, tf, model, batch, prompt_len, new_tokens, compile_backend=None):
         cfg = model.config
         p = next(model.parameters())
-        self.model, self.B, self.P, self.new = model, batch, prompt_len, new_tokens
-        self.forward = model
+        self.B, self.P, self.new = batch, prompt_len, new_tokens
+        self.forward = model                     # or its compiled wrapper (below)
         self.compile_backend, self.compile_s = compile_backend, None
         if compile_backend:
             # Every model of the run executes the same forward code: drop the previous model's

@@ -7,17 +7,12 @@ import pytest
 from conftest import load_bench
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "results")
-
-
-def _load():
-    return load_bench("check_targets")
-
+ct = load_bench("check_targets")
 
 
 def test_kernel_targets_of_the_recorded_h100_table():
     """The a268fce H100 table: the counts the session notes gave by hand (7/8, 6/8, 5/8, 5/8,
     8/8 at M = 16; 20/35 at 2.6 TB/s; 40, 32 and 7 of 40 within 10 % of M = 16)."""
-    ct = _load()
     with open(os.path.join(RESULTS, "kernels_H100_80GB_HBM3.json")) as f:
         data = json.load(f)
     kind, targets = ct.targets_of(data)
@@ -36,7 +31,6 @@ def _rec(n, k, m, frac, ms, speedup, tbps):
 
 
 def test_bandwidth_target_follows_the_recorded_copy_bandwidth():
-    ct = _load()
     recs = [_rec(11008, 4096, 16, 1.0, 0.030, 1.8, 3.0), _rec(11008, 4096, 16, 0.5, 0.040, 1.3, 3.9),
             _rec(4096, 4096, 16, 1.0, 0.010, 1.7, 2.0)]          # below 11008x4096: not a bandwidth case
     h100 = ct.kernel_targets(dict(records=recs))
@@ -51,7 +45,6 @@ def test_bandwidth_target_follows_the_recorded_copy_bandwidth():
 
 
 def test_near_16_compares_times_at_the_same_shape_and_fraction():
-    ct = _load()
     recs = [_rec(4096, 4096, 16, 1.0, 0.010, 1.7, 2.0), _rec(4096, 4096, 32, 1.0, 0.0115, 1.5, 1.8),
             _rec(4096, 4096, 64, 1.0, 0.0105, 1.6, 1.9), _rec(8192, 8192, 64, 1.0, 0.05, 1.6, 1.9)]  # no M=16 twin
     t = {x["target"].split(":")[0]: x for x in ct.kernel_targets(dict(records=recs))}
@@ -60,7 +53,6 @@ def test_near_16_compares_times_at_the_same_shape_and_fraction():
 
 
 def test_e2e_targets_of_the_recorded_h100_run(capsys):
-    ct = _load()
     path = os.path.join(RESULTS, "e2e_H100_80GB_HBM3.json")
     ct.main([path])
     out = capsys.readouterr().out
@@ -71,7 +63,6 @@ def test_e2e_targets_of_the_recorded_h100_run(capsys):
 
 
 def test_refuses_a_file_that_is_not_a_result(tmp_path):
-    ct = _load()
     p = tmp_path / "x.json"
     p.write_text(json.dumps(dict(records=[dict(foo=1)])))
     with pytest.raises(SystemExit, match="not a bench_kernels.py or e2e.py result file"):
