@@ -7,7 +7,7 @@
 #   Without a GPU: a tiny Llama through the same pipeline, checking agreement and memory only.
 #
 # Usage: bash scripts/run.sh [e2e args...]   (see: bash scripts/run.sh --help)
-# The one-block kernel demo is `python -m stoicc_ext.demo` in the same environment.
+# The one-block kernel demo is `python examples/demo.py` in the same environment.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"

@@ -127,7 +127,7 @@ else
   rm -f "$STAMP_FILE"
   log "building the CUDA extension for archs $STOICC_CUDA_ARCHS${STOICC_INSTANCES:+ (instances: $STOICC_INSTANCES)} with MAX_JOBS=$MAX_JOBS (this takes a few minutes on $(nproc) cores)"
   # An editable install puts stoicc_ext/_C.abi3.so into the checkout, so the tests (run from the
-  # repo root, where ./stoicc_ext shadows any installed copy) and `python -m stoicc_ext.demo`
+  # repo root, where ./stoicc_ext shadows any installed copy) and `python examples/demo.py`
   # use the build. (setuptools compiles editable builds in a fresh temp folder, so a rebuild is
   # a full one; the stamp above skips it when nothing changed.)
   t0=$(date +%s)

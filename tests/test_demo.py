@@ -1,19 +1,34 @@
-"""The demo (``python -m stoicc_ext.demo``): the CPU path end to end, and the GPU path's per-layer
+"""The demo (``python examples/demo.py``): the CPU path end to end, and the GPU path's per-layer
 work (the Inspector's recipe, checks through the tuned executors, timing calls) on the CPU with a
 fake timer and a fake ``time_graph``, since the real ones need CUDA events."""
 import functools
+import importlib.util
 import json
+import os
 
 import pytest
 import torch
 
 import stoicc_ext
-from stoicc_ext import demo, timing
+from stoicc_ext import timing
 from stoicc_ext.synthetic import random_patch_weight
 
 from conftest import needs_ext
 
 pytestmark = needs_ext
+
+_DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo.py")
+
+
+def _load_demo():
+    """examples/demo.py as a module (examples/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("stoicc_example_demo", _DEMO)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+demo = _load_demo()
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """stoicc on one synthetic PATCH-pruned Llama-2-7B decoder block.
 
-    python -m stoicc_ext.demo [--sparsity {25,35,45}] [--full] [--device cpu|cuda] ...
+    python examples/demo.py [--sparsity {25,35,45}] [--full] [--device cpu|cuda] ...
 
 The seven linear layers of one Llama-2-7B decoder block (q, k, v, o: 4096 x 4096; gate, up:
 11008 x 4096; down: 4096 x 11008, in the nn.Linear [out, in] layout) are pruned PATCH-style
@@ -8,7 +8,7 @@ with ``stoicc_ext.synthetic.random_patch_weight``: every 128 x 128 tile is 2:4 o
 2:4-tile fraction f = 2 * sparsity (35 % sparsity: 70 % of the tiles are 2:4). The weights are
 synthetic (random values, random tile placement), not those of a real PATCH checkpoint.
 
-On a GPU each layer goes through the spec's recipe (``tune_layer``): an
+On a GPU each layer goes through the decode-then-prefill tuning recipe (``tune_layer``): an
 ``stoicc_ext.Inspector(use_default_configs=True)`` tunes the decode shape (the smallest M, 16 by
 default), which picks the tile shape; every other M (prefill, 2048) is tuned with that tile shape
 pinned (``set_configs(create_configs(BLOCK_N=[...], BLOCK_K=[...]))``), so one compressed weight
@@ -64,7 +64,7 @@ DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m stoicc_ext.demo",
+        prog="python examples/demo.py",
         description="stoicc on the 7 linear layers of one synthetic PATCH-pruned Llama-2-7B decoder "
                     "block: compression, correctness against a float32 reference and, on a GPU, "
                     "speed against dense cuBLAS (torch.nn.functional.linear).")
@@ -130,7 +130,7 @@ def check_layer(x, W, fn, tol):
 
 
 def tune_layer(W, xs):
-    """The spec's recipe for one weight: returns ``(Wc, kernels, compress_s)``.
+    """The decode-then-prefill tuning recipe for one weight: returns ``(Wc, kernels, compress_s)``.
 
     ``xs``: {M: x [M, K]}. The smallest M (decode) is tuned first and picks the tile shape; every
     other M is tuned with that tile shape pinned, so the one ``Wc`` (compressed for the decode
