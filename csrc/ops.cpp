@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "dispatch.h"
+#include "torch_compat.h"
 
 namespace stoicc {
 namespace {
@@ -232,7 +233,7 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
     a.counters = static_cast<int32_t*>(counters.data_ptr());
   }
   void* stream = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
+  STOICC_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
   const int rc = in.launch(a, dtype, stream);
   STD_TORCH_CHECK(rc == 0, "stoicc.spmm: launch of ", in.name, " failed: ", cudaGetErrorString((cudaError_t)rc));
   return y;
@@ -275,7 +276,7 @@ Tensor densify_cuda_impl(Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_me
   const SpmmArgs a = weight_args(w, N, K);
   Tensor out = torch::stable::empty({N, K}, d_vals.scalar_type(), std::nullopt, d_vals.device());
   void* stream = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
+  STOICC_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
   const int rc = densify_cuda(a, (int)block_n, (int)block_k, out.data_ptr(), stream);
   STD_TORCH_CHECK(rc == 0, "stoicc.densify: launch failed: ", cudaGetErrorString((cudaError_t)rc));
   return out;
