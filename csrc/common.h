@@ -34,13 +34,17 @@ struct SpmmArgs {
   alignas(64) unsigned char x_tmap[128];
 };
 
+// How the CTAs of a launch share the work: the SCHED template parameter of the kernels and
+// InstanceInfo::schedule (kernels/spmm_kernel.cuh describes each).
+enum ScheduleId : int { kSequential = 0, kSplitK = 1, kStreamK = 2 };
+
 // One compiled kernel instance (a row of the generated registry / manifest).
 struct InstanceInfo {
   const char* name;
   int block_m, block_n, block_k;
   int warps_n, warps_m;     // warp grid inside the CTA
   int stages;               // cp.async pipeline depth
-  int schedule;             // 0 sequential, 1 split_k, 2 stream_k (kernels/spmm_kernel.cuh)
+  ScheduleId schedule;
   int min_sm;               // lowest compute capability (major*10+minor) it runs on
   // Launches on `stream` (a cudaStream_t). Returns 0 or a cudaError_t value.
   int (*launch)(const SpmmArgs&, DType, void* stream);
@@ -55,8 +59,6 @@ extern const InstanceInfo kInstances[];
 extern const int kNumInstances;
 extern const uint64_t kManifestHash;
 
-enum ScheduleId : int { kScheduleSequential = 0, kScheduleSplitK = 1, kScheduleStreamK = 2 };
-
 // stream_k: how many partials one tile row can receive (its cost over the smallest CTA share,
 // plus the two partly covered ends). n_sparse / n_dense are the stored tile counts.
 inline int stream_k_max_contrib(int K, int block_k, int G, int64_t n_sparse, int64_t n_dense) {
@@ -69,13 +71,13 @@ inline int stream_k_max_contrib(int K, int block_k, int G, int64_t n_sparse, int
 // fp32 elements of workspace and int32 counters an instance needs for one call (0 when the
 // reduction needs none: sequential, or split_k reduced in a cluster on sm_90).
 inline size_t workspace_floats(const InstanceInfo& in, int M, int N, int split_k, int max_contrib) {
-  if (in.schedule == kScheduleSequential || split_k <= 1) return 0;
-  const size_t per_row = in.schedule == kScheduleSplitK ? (size_t)split_k : (size_t)max_contrib;
+  if (in.schedule == kSequential || split_k <= 1) return 0;
+  const size_t per_row = in.schedule == kSplitK ? (size_t)split_k : (size_t)max_contrib;
   size_t mt = (size_t)((M + in.block_m - 1) / in.block_m);
   return mt * (size_t)(N / in.block_n) * per_row * (size_t)in.block_n * in.block_m;
 }
 inline size_t counter_ints(const InstanceInfo& in, int M, int N) {
-  if (in.schedule == kScheduleSequential) return 0;
+  if (in.schedule == kSequential) return 0;
   return (size_t)((M + in.block_m - 1) / in.block_m) * (size_t)(N / in.block_n);
 }
 

@@ -36,14 +36,14 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
   if (in.block_n != block_n || in.block_k != block_k)
     return name + " runs " + std::to_string(in.block_n) + "x" + std::to_string(in.block_k) +
            " tiles but the weight was compressed with " + std::to_string(block_n) + "x" + std::to_string(block_k);
-  if (in.schedule == kScheduleSequential && split_k != 1)
+  if (in.schedule == kSequential && split_k != 1)
     return name + " uses the sequential schedule, which takes split_k = 1 (got " + std::to_string(split_k) + ")";
-  if (in.schedule == kScheduleSplitK && (split_k < 1 || split_k > 64))
+  if (in.schedule == kSplitK && (split_k < 1 || split_k > 64))
     return "split_k must be in [1, 64], got " + std::to_string(split_k);
-  if (in.schedule == kScheduleStreamK && (split_k < 1 || split_k > 65535))
+  if (in.schedule == kStreamK && (split_k < 1 || split_k > 65535))
     return "stream_k takes split_k = number of CTAs in [1, 65535], got " + std::to_string(split_k);
   // On sm_90 the split CTAs of a row form one thread-block cluster: at most 8 (portable size).
-  if (in.schedule == kScheduleSplitK && p.cc >= 90 && split_k > 8 && in.uses_cluster(DType::F16))
+  if (in.schedule == kSplitK && p.cc >= 90 && split_k > 8 && in.uses_cluster(DType::F16))
     return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
            std::to_string(split_k);
   if (p.cc < in.min_sm) return name + " needs compute capability >= " + std::to_string(in.min_sm);
@@ -60,8 +60,8 @@ int stream_k_max_ctas(int64_t n_sparse, int64_t n_dense) {
 }
 
 int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, int64_t n_dense, const DeviceProps& p) {
-  if (in.schedule == kScheduleSequential) return 1;
-  if (in.schedule == kScheduleStreamK) {
+  if (in.schedule == kSequential) return 1;
+  if (in.schedule == kStreamK) {
     // One CTA per resident slot: every SM streams the same number of bytes.
     const int per_sm = std::max(1, std::min(p.max_smem_per_sm / ((int)in.smem_bytes + 4096), 2048 / (32 * in.warps_n * in.warps_m)));
     return std::min(per_sm * p.sm_count, stream_k_max_ctas(n_sparse, n_dense));
@@ -75,19 +75,20 @@ int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, in
 }
 
 Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_sparse, int64_t n_dense,
-                      const DeviceProps& p) {
+                      const DeviceProps& p, const std::vector<int64_t>& allowed) {
   const int want_bm = M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
   Choice best;
   int best_score = 1 << 30;
   for (int i = 0; i < kNumInstances; ++i) {
     const InstanceInfo& in = kInstances[i];
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), i) == allowed.end()) continue;
     if (!check_instance(i, block_n, block_k, 1, p).empty()) continue;
     // Prefer the token block closest to M (a smaller block re-reads W, a larger one computes
     // padding); at decode sizes prefer split_k (it won the H100 sweep, bench/results), at
     // prefill sizes the sequential schedule.
     int score = std::abs(in.block_m - want_bm) * 8;
-    if (want_bm <= 64) score += in.schedule == kScheduleSplitK ? 0 : in.schedule == kScheduleSequential ? 1 : 2;
-    else score += in.schedule == kScheduleSequential ? 0 : 2;
+    if (want_bm <= 64) score += in.schedule == kSplitK ? 0 : in.schedule == kSequential ? 1 : 2;
+    else score += in.schedule == kSequential ? 0 : 2;
     if ((int)in.smem_bytes > p.max_smem_per_sm / 2 && want_bm <= 64) score += 1;  // prefer 2+ CTAs per SM
     if (score < best_score) {
       best_score = score;

@@ -2,6 +2,7 @@
 // C++ benchmark binary alike.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "common.h"
 
@@ -12,26 +13,29 @@ struct Choice {
   int split_k = 1;
 };
 
-// Properties of the current CUDA device that selection needs (cached per device).
+// What selection needs to know of a device. device_props() reads it from the CUDA device; the
+// heuristic below takes it as an argument, so that it also runs without a GPU (the
+// torch.ops.stoicc.choose_config op, called with another device's numbers).
 struct DeviceProps {
   int sm_count = 0;
   int cc = 0;              // major*10 + minor
   int max_smem_optin = 0;  // bytes of dynamic shared memory a CTA may opt in to
   int max_smem_per_sm = 0;
 };
-DeviceProps device_props(int device);
+DeviceProps device_props(int device);  // cached per device
 
 // Checks that `instance` may run this problem on this device; returns "" or a message.
 std::string check_instance(int instance, int block_n, int block_k, int split_k, const DeviceProps& p);
 
 // The built-in heuristic (used when no instance is forced, e.g. during CUDA-graph capture
 // without a tuned choice): token block by M, a compiled instance for the compressed tile shape,
-// stream_k at decode sizes with one CTA per resident slot.
+// split_k at decode sizes with about 1.5 CTAs per SM. `allowed`, when not empty, restricts the
+// choice to those instance indices (a caller's config space); instance -1: none fits.
 Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_sparse, int64_t n_dense,
-                      const DeviceProps& p);
+                      const DeviceProps& p, const std::vector<int64_t>& allowed = {});
 
 // split_k for a forced instance when the caller passed split_k <= 0 (auto): split count for
-// split_k, number of CTAs (G) for stream_k.
+// split_k, number of CTAs (G) for stream_k (one per resident slot), 1 for sequential.
 int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, int64_t n_dense, const DeviceProps& p);
 
 // The largest stream_k G this weight allows (each CTA must own >= one dense tile of cost).

@@ -209,7 +209,7 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   STD_TORCH_CHECK(bad.empty(), "stoicc.spmm: ", bad);
   const InstanceInfo& in = kInstances[inst];
   int max_contrib = 1;
-  if (in.schedule == kScheduleStreamK) {
+  if (in.schedule == kStreamK) {
     STD_TORCH_CHECK(split <= stream_k_max_ctas(nS, nD), "stoicc.spmm: stream_k with ", split,
                     " CTAs needs at least one dense tile of work per CTA; this weight allows at most ",
                     stream_k_max_ctas(nS, nD));
@@ -300,6 +300,13 @@ std::string instance_name(int64_t i) {
 
 int64_t manifest_hash() { return (int64_t)(kManifestHash & 0x7fffffffffffffffULL); }
 
+DeviceProps props_of(int64_t sm_count, int64_t cc, int64_t max_smem_optin, int64_t max_smem_per_sm) {
+  STD_TORCH_CHECK(sm_count > 0 && cc > 0 && max_smem_optin > 0 && max_smem_per_sm > 0,
+                  "stoicc: device properties must be positive, got sm_count=", sm_count, " cc=", cc,
+                  " max_smem_optin=", max_smem_optin, " max_smem_per_sm=", max_smem_per_sm);
+  return DeviceProps{(int)sm_count, (int)cc, (int)max_smem_optin, (int)max_smem_per_sm};
+}
+
 // [instance, split_k] that the built-in heuristic picks on the current device.
 std::vector<int64_t> default_config(int64_t M, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
                                     int64_t n_sparse, int64_t n_dense) {
@@ -309,6 +316,27 @@ std::vector<int64_t> default_config(int64_t M, int64_t N, int64_t K, int64_t blo
                             device_props(device));
   return {c.instance, c.split_k};
 }
+
+// [instance, split_k] that the built-in heuristic picks on a device with these properties (no GPU
+// needed), among `instances` when that list is not empty.
+std::vector<int64_t> choose_config(int64_t M, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
+                                   int64_t n_sparse, int64_t n_dense, int64_t sm_count, int64_t cc,
+                                   int64_t max_smem_optin, int64_t max_smem_per_sm, std::vector<int64_t> instances) {
+  Choice c = default_choice((int)M, (int)N, (int)K, (int)block_n, (int)block_k, n_sparse, n_dense,
+                            props_of(sm_count, cc, max_smem_optin, max_smem_per_sm), instances);
+  return {c.instance, c.split_k};
+}
+
+// The split the op uses for a forced `instance` called with split_k <= 0, on a device with these
+// properties.
+int64_t auto_split_op(int64_t instance, int64_t M, int64_t N, int64_t K, int64_t n_sparse, int64_t n_dense,
+                      int64_t sm_count, int64_t cc, int64_t max_smem_optin, int64_t max_smem_per_sm) {
+  STD_TORCH_CHECK(instance >= 0 && instance < kNumInstances, "stoicc.auto_split: no instance ", instance);
+  return auto_split(kInstances[instance], (int)M, (int)N, (int)K, n_sparse, n_dense,
+                    props_of(sm_count, cc, max_smem_optin, max_smem_per_sm));
+}
+
+int64_t stream_k_max_ctas_op(int64_t n_sparse, int64_t n_dense) { return stream_k_max_ctas(n_sparse, n_dense); }
 
 }  // namespace
 }  // namespace stoicc
@@ -335,6 +363,17 @@ STABLE_TORCH_LIBRARY(stoicc, m) {
   m.def("manifest_hash() -> int");
   // [instance, split_k] the built-in heuristic picks for this problem on the current device.
   m.def("default_config(int M, int N, int K, int block_n, int block_k, int n_sparse, int n_dense) -> int[]");
+  // The same heuristic for a device given by its properties (runs without a GPU), restricted to
+  // `instances` when not empty: [instance (-1: none fits), split_k].
+  m.def(
+      "choose_config(int M, int N, int K, int block_n, int block_k, int n_sparse, int n_dense, int sm_count, "
+      "int cc, int max_smem_optin, int max_smem_per_sm, int[] instances=[]) -> int[]");
+  // split_k that spmm uses for a forced instance called with split_k <= 0, on such a device.
+  m.def(
+      "auto_split(int instance, int M, int N, int K, int n_sparse, int n_dense, int sm_count, int cc, "
+      "int max_smem_optin, int max_smem_per_sm) -> int");
+  // The most CTAs a stream_k launch may use on a weight with these stored tile counts.
+  m.def("stream_k_max_ctas(int n_sparse, int n_dense) -> int");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(stoicc, CPU, m) {
@@ -353,4 +392,7 @@ STABLE_TORCH_LIBRARY_IMPL(stoicc, CompositeExplicitAutograd, m) {
   m.impl("instance_name", TORCH_BOX(&stoicc::instance_name));
   m.impl("manifest_hash", TORCH_BOX(&stoicc::manifest_hash));
   m.impl("default_config", TORCH_BOX(&stoicc::default_config));
+  m.impl("choose_config", TORCH_BOX(&stoicc::choose_config));
+  m.impl("auto_split", TORCH_BOX(&stoicc::auto_split_op));
+  m.impl("stream_k_max_ctas", TORCH_BOX(&stoicc::stream_k_max_ctas_op));
 }

@@ -51,3 +51,22 @@ def densify(Wc):
     also validates the tuple and is the reference the tests compare it with."""
     _require_extension()
     return torch.ops.stoicc.densify(*Wc, Wc.N, Wc.K, Wc.block_n, Wc.block_k)
+
+
+# The built-in kernel choice (csrc/dispatch.cpp), for a device given by its properties: the same
+# C++ code that spmm runs when no instance is forced, callable without a GPU.
+
+def choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, *, sm_count, cc, max_smem_optin, max_smem_per_sm,
+                  instances=()):
+    """``(instance index, split_k)`` the heuristic picks (instance -1: none fits), among
+    ``instances`` (indices) when given."""
+    _require_extension()
+    inst, split = torch.ops.stoicc.choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, sm_count, cc,
+                                                 max_smem_optin, max_smem_per_sm, list(instances))
+    return inst, split
+
+
+def stream_k_max_ctas(n_sparse, n_dense):
+    """The most CTAs a stream_k launch may use on a weight with these stored tile counts."""
+    _require_extension()
+    return torch.ops.stoicc.stream_k_max_ctas(n_sparse, n_dense)

@@ -3,13 +3,15 @@ built-in heuristic would pick without timing.
 
 A candidate is a dict ``{schedule, config, ...}``: a built-in one also carries its instance
 ``entry`` (from ``list_instances()``) and ``split``; a user one its ``user_config``. The split
-values here are also the ones bench/bench_kernels.py sweeps; the heuristic is the op's
-``torch.ops.stoicc.default_config`` on a GPU, else its Python mirror.
+values here are also the ones bench/bench_kernels.py sweeps. The heuristic is the C++ one that
+spmm runs without a forced instance (``torch.ops.stoicc.choose_config``), given the device's
+properties, so it answers the same on the CPU as on the GPU it describes.
 """
 import math
 
 import torch
 
+from ._ops import choose_config, stream_k_max_ctas
 from .configs import ConfigSpace
 from .schedules import _builtin_config, _instances, _user_full_config
 
@@ -38,10 +40,6 @@ def _m_bucket(M):
     return 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128
 
 
-def _stream_k_max_ctas(nS, nD):
-    return max(1, min(65535, (9 * nS + 16 * nD) // 16))
-
-
 def _splits(e, M, N, K, props, nsd):
     """The split values timed for one instance (and swept by bench/bench_kernels.py)."""
     bn, bk = e["BLOCK_N"], e["BLOCK_K"]
@@ -51,26 +49,13 @@ def _splits(e, M, N, K, props, nsd):
     if e["schedule"] == "stream_k":
         gs = [0, sms, 2 * sms]
         if nsd is not None:
-            cap = _stream_k_max_ctas(*nsd)
+            cap = stream_k_max_ctas(*nsd)
             gs = [g for g in gs if g == 0 or g <= cap]
         return gs
     tiles = math.ceil(M / e["BLOCK_M"]) * (N // bn)
     hopper = props["cc"] >= 90
     return [s for s in SPLITS
             if s == 1 or not (tiles * s > 8 * sms or s > K // bk or (s > 8 and hopper))]
-
-
-def _auto_split(e, M, N, K, props, nsd):
-    """Python mirror of csrc/dispatch.cpp auto_split (used where the op cannot be asked)."""
-    if e["schedule"] == "sequential":
-        return 1
-    if e["schedule"] == "stream_k":
-        return 0
-    ctas = math.ceil(M / e["BLOCK_M"]) * (N // e["BLOCK_N"])
-    want = (3 * props["sms"] + 2 * ctas - 1) // (2 * ctas)
-    max_split = max(1, (K // e["BLOCK_K"]) // 4)
-    cap = 8 if props["cc"] >= 90 else 32
-    return max(1, min(want, max_split, cap))
 
 
 def _allowed(cfg, space, sch_filter):
@@ -112,14 +97,12 @@ def _candidates(schedules, space, M, N, K, props, counts):
             best_d = min(abs(c["entry"]["BLOCK_M"] - want) for c in free)
             cs = [c for c in cs if c["bm_fixed"] or abs(c["entry"]["BLOCK_M"] - want) == best_d]
         out.extend(cs)
-    # the heuristic's choice is always a candidate (when allowed): tuning never does worse
+    # the heuristic's choice is always a candidate: tuning never does worse
     heur = _op_heuristic(schedules, space, M, N, K, counts, props, out)
     if heur is not None:
-        same = next((c for c in out if c["config"] == heur["config"]), None)
-        if same is None:
+        if not any(c is heur for c in out):
             out.append(heur)
-        else:
-            same["heuristic"] = True
+        heur["heuristic"] = True
     for name, sch in schedules.items():
         if sch.builtin:
             continue
@@ -131,63 +114,44 @@ def _candidates(schedules, space, M, N, K, props, counts):
 
 
 def _op_heuristic(schedules, space, M, N, K, counts, props, builtin_cands):
-    """torch.ops.stoicc.default_config's choice as a candidate, on a CUDA device outside
-    compilation, for the preferred allowed tile shape; else None."""
-    if not builtin_cands or props["device_type"] != "cuda":
-        return None
-    try:
-        if torch.compiler.is_compiling():
-            return None
-    except Exception:  # noqa: BLE001
-        pass
-    tiles = {(c["entry"]["BLOCK_N"], c["entry"]["BLOCK_K"]) for c in builtin_cands}
+    """The C++ heuristic's choice among the built-in candidates of the preferred tile shape that
+    has any, as a candidate flagged ``heuristic``: the enumerated one with its split, else a new
+    one when its config is allowed, else the enumerated one of its instance with the nearest
+    split. None without built-in candidates."""
+    by_tile = {}
+    for c in builtin_cands:
+        by_tile.setdefault((c["entry"]["BLOCK_N"], c["entry"]["BLOCK_K"]), []).append(c)
     for bn, bk in TILE_PREFERENCE:
-        if (bn, bk) not in tiles:
+        cs = by_tile.get((bn, bk))
+        if not cs:
             continue
         nS, nD = counts.get((bn, bk), (0, (N // bn) * (K // bk))) if counts else (0, (N // bn) * (K // bk))
-        with torch.cuda.device(props["index"]):
-            inst, split = torch.ops.stoicc.default_config(M, N, K, bn, bk, nS, nD)
+        inst, split = choose_config(M, N, K, bn, bk, nS, nD, sm_count=props["sms"], cc=props["cc"],
+                                    max_smem_optin=props["smem_optin"], max_smem_per_sm=props["smem_per_sm"],
+                                    instances=sorted({c["entry"]["index"] for c in cs}))
         if inst < 0:
             continue
-        e = next((x for x in _instances() if x["index"] == inst), None)
-        if e is None:
-            continue
+        same = [c for c in cs if c["entry"]["index"] == inst]
+        exact = next((c for c in same if c["split"] == split), None)
+        if exact is not None:
+            return exact
+        e = same[0]["entry"]
         cfg = _builtin_config(e, split)
-        sch = schedules.get(e["schedule"])
-        if sch is None or not sch.builtin:
-            continue
+        sch = schedules[e["schedule"]]
         filt_c = sch._filter_constraints()
-        if not _allowed(cfg, space, ConfigSpace(filt_c) if filt_c else None):
-            continue
-        return dict(schedule=e["schedule"], config=cfg, entry=e, split=split, bm_fixed=False, heuristic=True)
+        if _allowed(cfg, space, ConfigSpace(filt_c) if filt_c else None):
+            return dict(schedule=e["schedule"], config=cfg, entry=e, split=split, bm_fixed=False)
+        return min(same, key=lambda c: abs(c["split"] - split))
     return None
 
 
-def _heuristic_config(cands, M, N, K, counts, props):
-    """The built-in heuristic's pick among the candidates (no timing): the op's
-    default_config when it is a candidate, else the same scoring in Python."""
+def _heuristic_config(cands):
+    """The built-in heuristic's pick among the candidates (no timing); with user schedules
+    only, the first candidate."""
     for c in cands:
         if c.get("heuristic"):
             return c["config"]
-    builtin = [c for c in cands if "entry" in c]
-    if not builtin:
-        return cands[0]["config"] if cands else None
-    want = _m_bucket(M)
-    tile_rank = {t: i for i, t in enumerate(TILE_PREFERENCE)}
-
-    def score(c):
-        e = c["entry"]
-        s = abs(e["BLOCK_M"] - want) * 8
-        if want <= 64:
-            s += {"split_k": 0, "sequential": 1}.get(e["schedule"], 2)
-            s += 1 if e["smem_bytes"] > props["smem_per_sm"] // 2 else 0
-        else:
-            s += 0 if e["schedule"] == "sequential" else 2
-        nsd = counts.get((e["BLOCK_N"], e["BLOCK_K"])) if counts else None
-        auto = _auto_split(e, M, N, K, props, nsd)
-        return (tile_rank.get((e["BLOCK_N"], e["BLOCK_K"]), 9), s, abs(c["split"] - auto), e["index"])
-
-    return min(builtin, key=score)["config"]
+    return cands[0]["config"] if cands else None
 
 
 def _no_candidate_message(schedules, space, M, N, K):

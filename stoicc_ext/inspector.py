@@ -277,7 +277,7 @@ class Inspector:
 
         if forbidden is not None:
             _warn_once((forbidden, "heuristic"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; using the "
-                                  "built-in heuristic (torch.ops.stoicc.default_config). Call inspect before "
+                                  "built-in heuristic (torch.ops.stoicc.choose_config). Call inspect before "
                                   "capturing/compiling to get a tuned choice.")
             return self._heuristic_result(problem, cands, M, N, K, counts, props, t0,
                                           f"{forbidden}: no timing allowed, no cached choice; built-in heuristic")
@@ -293,7 +293,7 @@ class Inspector:
             errs = "; ".join(f"{_describe(r['config'])}: {r['error']}" for r in records[:5])
             raise RuntimeError(f"stoicc: every candidate failed to run ({len(records)}): {errs}")
         best = min(ok, key=lambda r: r["ms"])
-        heur = _heuristic_config(cands, M, N, K, counts, props)
+        heur = _heuristic_config(cands)
         why = _why(best, ok, heur)
         choice = dict(schedule=best["schedule"], config=best["config"])
         path = None
@@ -328,7 +328,7 @@ class Inspector:
                     timer=None if self.timer is None else _qualname(self.timer))
 
     def _heuristic_result(self, problem, cands, M, N, K, counts, props, t0, why):
-        cfg = _heuristic_config(cands, M, N, K, counts, props)
+        cfg = _heuristic_config(cands)
         cand = next(c for c in cands if c["config"] == cfg)
         ex, cfg = _bind(self.schedules, dict(schedule=cand["schedule"], config=cfg), N, K)
         self.last_report = InspectReport(problem, "heuristic", cfg,

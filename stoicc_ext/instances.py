@@ -3,12 +3,35 @@ csrc/generate_instances.py) checked against the registry compiled into the binar
 import functools
 import json
 import os
+from typing import NamedTuple
 
 import torch
 
 from ._library import extension_loaded
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instances.json")
+# ScheduleId (csrc/common.h) by value.
+SCHEDULE_NAMES = ("sequential", "split_k", "stream_k")
+
+
+class InstanceInfo(NamedTuple):
+    """One instance as the binary's registry describes it (``torch.ops.stoicc.instance_info``)."""
+    block_m: int
+    block_n: int
+    block_k: int
+    warps_n: int
+    warps_m: int
+    stages: int
+    schedule: str       # "sequential", "split_k" or "stream_k"
+    min_sm: int         # lowest compute capability, major * 10 + minor
+    smem_bytes: int     # dynamic shared memory per CTA
+    compiled: bool      # False: this build left it out (STOICC_INSTANCES)
+
+
+def instance_info(index):
+    """The registry's record of instance ``index`` (an ``InstanceInfo``)."""
+    v = torch.ops.stoicc.instance_info(index)
+    return InstanceInfo(*v[:6], SCHEDULE_NAMES[v[6]], v[7], v[8], bool(v[9]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,7 +57,7 @@ def list_instances(compiled_only=True):
                 f"instances.json ({man['manifest_hash']}); rebuild with pip install .")
     for entry in man["instances"]:
         e = dict(entry)
-        e["compiled"] = bool(extension_loaded and torch.ops.stoicc.instance_info(e["index"])[9])
+        e["compiled"] = bool(extension_loaded and instance_info(e["index"]).compiled)
         if e["compiled"] or not compiled_only:
             out.append(e)
     return out

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import stoicc_ext
+from stoicc_ext.instances import instance_info
 from stoicc_ext.synthetic import random_patch_weight
 
 from conftest import DEVICES, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
@@ -17,6 +18,10 @@ pytestmark = needs_ext
 
 DTYPES = [torch.float16, torch.bfloat16]
 BLOCKS = [(128, 128), (128, 64), (64, 128), (64, 64)]
+# (sm_count, cc, max_smem_optin, max_smem_per_sm) of an H100 SXM and an H200, an A100 and an L4
+H100 = (132, 90, 232448, 233472)
+A100 = (108, 80, 166912, 167936)
+L4 = (58, 89, 101376, 102400)
 
 
 def make_case(N, K, frac, dtype, device, seed, empty=0.1, row_pattern="both"):
@@ -233,12 +238,74 @@ def test_opcheck_introspection_ops():
     torch.library.opcheck(torch.ops.stoicc.instance_name.default, (0,),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
     torch.library.opcheck(torch.ops.stoicc.default_config.default, (16, 4096, 4096, 128, 128, 512, 512))
+    torch.library.opcheck(torch.ops.stoicc.choose_config.default, (16, 4096, 4096, 128, 128, 512, 512) + H100)
+    torch.library.opcheck(torch.ops.stoicc.auto_split.default, (0, 16, 4096, 4096, 512, 512) + H100)
+    torch.library.opcheck(torch.ops.stoicc.stream_k_max_ctas.default, (512, 512))
 
 
 def test_manifest_matches_binary():
     insts = stoicc_ext.list_instances(compiled_only=False)
     assert len(insts) == torch.ops.stoicc.num_instances()
     for e in insts:
-        info = torch.ops.stoicc.instance_info(e["index"])
-        assert info[:6] == [e["BLOCK_M"], e["BLOCK_N"], e["BLOCK_K"], e["warps_n"], e["warps_m"], e["num_stages"]]
+        info = instance_info(e["index"])
+        assert (info.block_m, info.block_n, info.block_k, info.warps_n, info.warps_m, info.stages) == (
+            e["BLOCK_M"], e["BLOCK_N"], e["BLOCK_K"], e["warps_n"], e["warps_m"], e["num_stages"])
+        assert (info.schedule, info.min_sm, info.smem_bytes, info.compiled) == (
+            e["schedule"], e["min_sm"], e["smem_bytes"], e["compiled"])
         assert torch.ops.stoicc.instance_name(e["index"]) == e["name"]
+
+
+# --------------------------------------------------------------------------------------
+# The built-in kernel choice without a GPU (device properties as arguments)
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("props", [H100, A100, L4], ids=["H100", "A100", "L4"])
+@pytest.mark.parametrize("M,want_bm", [(1, 16), (16, 16), (17, 32), (64, 64), (2048, 128)])
+def test_choose_config_on_given_device(props, M, want_bm):
+    """The heuristic runs on the CPU for a described device: a compiled instance of the weight's
+    tile shape that fits the device, the token block nearest M, and for a split schedule the split
+    that auto_split gives the same instance."""
+    N, K, nS, nD = 4096, 4096, 1400, 648
+    inst, split = torch.ops.stoicc.choose_config(M, N, K, 128, 64, nS, nD, *props)
+    info = instance_info(inst)
+    assert (info.block_n, info.block_k) == (128, 64) and info.compiled
+    assert info.smem_bytes <= props[2] and info.min_sm <= props[1]
+    blocks = {e["BLOCK_M"] for e in instances_for(128, 64) if e["smem_bytes"] <= props[2]}
+    assert info.block_m == min(blocks, key=lambda b: abs(b - want_bm))
+    assert split == torch.ops.stoicc.auto_split(inst, M, N, K, nS, nD, *props)
+    if info.schedule == "split_k":
+        assert 1 <= split <= (8 if props[1] >= 90 else 32)
+    if info.schedule == "stream_k":
+        assert 1 <= split <= torch.ops.stoicc.stream_k_max_ctas(nS, nD)
+
+
+def test_choose_config_restricted_to_instances():
+    everything = torch.ops.stoicc.choose_config(16, 4096, 4096, 128, 64, 500, 12, *H100)
+    others = [e["index"] for e in instances_for(128, 64) if e["index"] != everything[0]]
+    inst, _ = torch.ops.stoicc.choose_config(16, 4096, 4096, 128, 64, 500, 12, *H100, others)
+    assert inst in others
+    none = [e["index"] for e in instances_for(64, 64)]
+    assert torch.ops.stoicc.choose_config(16, 4096, 4096, 128, 64, 500, 12, *H100, none)[0] == -1
+
+
+def test_auto_split_rules():
+    """split_k: about 1.5 CTAs per SM, at most a quarter of the K tiles and at most 8 on sm_90
+    (cluster size); sequential: 1; stream_k: one CTA per resident slot, within the weight's cap."""
+    by_sched = {s: next(e for e in stoicc_ext.list_instances() if e["schedule"] == s and e["BLOCK_M"] == 16
+                        and e["BLOCK_N"] == 128)
+                for s in ("split_k", "sequential", "stream_k")}
+    sk, seq, strk = (by_sched[s]["index"] for s in ("split_k", "sequential", "stream_k"))
+    assert torch.ops.stoicc.auto_split(seq, 16, 4096, 4096, 500, 500, *H100) == 1
+    assert torch.ops.stoicc.auto_split(sk, 16, 4096, 4096, 500, 500, *H100) == 7    # ceil(1.5 * 132 / 32) = 7
+    assert torch.ops.stoicc.auto_split(sk, 16, 1024, 4096, 500, 500, *H100) == 8    # 25 wanted, cluster cap 8
+    assert torch.ops.stoicc.auto_split(sk, 16, 1024, 4096, 500, 500, *A100) == 8    # K / 128 / 4 = 8
+    assert torch.ops.stoicc.auto_split(sk, 16, 1024, 512, 500, 500, *A100) == 1     # 4 K tiles
+    assert torch.ops.stoicc.stream_k_max_ctas(10, 2) == 7                          # (90 + 32) // 16
+    assert torch.ops.stoicc.auto_split(strk, 16, 4096, 4096, 10, 2, *H100) == 7
+    slots = torch.ops.stoicc.auto_split(strk, 16, 4096, 4096, 5000, 5000, *H100)
+    assert slots % 132 == 0 and slots >= 132
+
+
+def test_choose_config_rejects_bad_device_props():
+    with pytest.raises(RuntimeError, match="device properties must be positive"):
+        torch.ops.stoicc.choose_config(16, 4096, 4096, 128, 128, 1, 1, 0, 90, 232448, 233472)

@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 128, 128, 128, 2, 4, 2, 0>::kSmemBytes == 132096,
+static_assert(SpmmKernel<__half, 128, 128, 128, 2, 4, 2, kSequential>::kSmemBytes == 132096,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m128_n128_k128_w2x4_s2_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<128, 128, 128, 2, 4, 2, 0>(a, dt, stream);
+  return launch_instance<128, 128, 128, 2, 4, 2, kSequential>(a, dt, stream);
 }
-bool uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq(DType dt) { return instance_uses_cluster<128, 128, 128, 2, 4, 2, 0>(dt); }
+bool uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq(DType dt) { return instance_uses_cluster<128, 128, 128, 2, 4, 2, kSequential>(dt); }
 }  // namespace stoicc

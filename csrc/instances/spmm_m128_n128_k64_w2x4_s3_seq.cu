@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 128, 128, 64, 2, 4, 3, 0>::kSmemBytes == 99328,
+static_assert(SpmmKernel<__half, 128, 128, 64, 2, 4, 3, kSequential>::kSmemBytes == 99328,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m128_n128_k64_w2x4_s3_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<128, 128, 64, 2, 4, 3, 0>(a, dt, stream);
+  return launch_instance<128, 128, 64, 2, 4, 3, kSequential>(a, dt, stream);
 }
-bool uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq(DType dt) { return instance_uses_cluster<128, 128, 64, 2, 4, 3, 0>(dt); }
+bool uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq(DType dt) { return instance_uses_cluster<128, 128, 64, 2, 4, 3, kSequential>(dt); }
 }  // namespace stoicc

@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 16, 128, 128, 4, 1, 3, 2>::kSmemBytes == 111616,
+static_assert(SpmmKernel<__half, 16, 128, 128, 4, 1, 3, kStreamK>::kSmemBytes == 111616,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m16_n128_k128_w4x1_s3_streamk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<16, 128, 128, 4, 1, 3, 2>(a, dt, stream);
+  return launch_instance<16, 128, 128, 4, 1, 3, kStreamK>(a, dt, stream);
 }
-bool uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk(DType dt) { return instance_uses_cluster<16, 128, 128, 4, 1, 3, 2>(dt); }
+bool uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk(DType dt) { return instance_uses_cluster<16, 128, 128, 4, 1, 3, kStreamK>(dt); }
 }  // namespace stoicc

@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 16, 64, 64, 4, 1, 6, 1>::kSmemBytes == 62464,
+static_assert(SpmmKernel<__half, 16, 64, 64, 4, 1, 6, kSplitK>::kSmemBytes == 62464,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m16_n64_k64_w4x1_s6_splitk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<16, 64, 64, 4, 1, 6, 1>(a, dt, stream);
+  return launch_instance<16, 64, 64, 4, 1, 6, kSplitK>(a, dt, stream);
 }
-bool uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk(DType dt) { return instance_uses_cluster<16, 64, 64, 4, 1, 6, 1>(dt); }
+bool uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk(DType dt) { return instance_uses_cluster<16, 64, 64, 4, 1, 6, kSplitK>(dt); }
 }  // namespace stoicc

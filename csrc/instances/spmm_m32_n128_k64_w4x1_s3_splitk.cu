@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 32, 128, 64, 4, 1, 3, 1>::kSmemBytes == 62464,
+static_assert(SpmmKernel<__half, 32, 128, 64, 4, 1, 3, kSplitK>::kSmemBytes == 62464,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m32_n128_k64_w4x1_s3_splitk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<32, 128, 64, 4, 1, 3, 1>(a, dt, stream);
+  return launch_instance<32, 128, 64, 4, 1, 3, kSplitK>(a, dt, stream);
 }
-bool uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk(DType dt) { return instance_uses_cluster<32, 128, 64, 4, 1, 3, 1>(dt); }
+bool uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk(DType dt) { return instance_uses_cluster<32, 128, 64, 4, 1, 3, kSplitK>(dt); }
 }  // namespace stoicc

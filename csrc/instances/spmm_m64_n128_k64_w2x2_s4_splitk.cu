@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, 1>::kSmemBytes == 99328,
+static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, kSplitK>::kSmemBytes == 99328,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m64_n128_k64_w2x2_s4_splitk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<64, 128, 64, 2, 2, 4, 1>(a, dt, stream);
+  return launch_instance<64, 128, 64, 2, 2, 4, kSplitK>(a, dt, stream);
 }
-bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, 1>(dt); }
+bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, kSplitK>(dt); }
 }  // namespace stoicc

@@ -3,10 +3,10 @@
 #include "../kernels/spmm_kernel.cuh"
 
 namespace stoicc {
-static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, 2>::kSmemBytes == 99328,
+static_assert(SpmmKernel<__half, 64, 128, 64, 2, 2, 4, kStreamK>::kSmemBytes == 99328,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_spmm_m64_n128_k64_w2x2_s4_streamk(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_instance<64, 128, 64, 2, 2, 4, 2>(a, dt, stream);
+  return launch_instance<64, 128, 64, 2, 2, 4, kStreamK>(a, dt, stream);
 }
-bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, 2>(dt); }
+bool uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk(DType dt) { return instance_uses_cluster<64, 128, 64, 2, 2, 4, kStreamK>(dt); }
 }  // namespace stoicc

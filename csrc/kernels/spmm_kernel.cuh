@@ -33,8 +33,7 @@
 
 namespace stoicc {
 
-// Schedules (template parameter SCHED).
-enum Schedule : int { kSequential = 0, kSplitK = 1, kStreamK = 2 };
+// Schedules (template parameter SCHED): ScheduleId in common.h.
 
 template <typename T, int BM, int BN, int BK, int WARPS_N, int WARPS_M, int STAGES, int SCHED>
 struct SpmmKernel {
