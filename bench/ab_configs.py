@@ -7,10 +7,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):   # run as a script: the bench package lives one directory up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import stoicc_ext  # noqa: E402
-from bench_kernels import patch_weight  # noqa: E402
-from timing import rotated_copies, time_graph  # noqa: E402
+from bench.bench_kernels import patch_weight  # noqa: E402
+from bench.timing import rotated_copies, time_graph  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--shape", default="11008x4096")

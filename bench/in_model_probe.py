@@ -17,12 +17,13 @@ import sys
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run_info  # noqa: E402
-from bench_kernels import bench_stoicc, patch_weight  # noqa: E402
+if __package__ in (None, ""):   # run as a script: the bench package lives one directory up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import run_info  # noqa: E402
+from bench.bench_kernels import bench_stoicc, patch_weight  # noqa: E402
 
 import stoicc_ext  # noqa: E402
-from timing import rotated_copies, time_graph  # noqa: E402
+from bench.timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # Llama-2-7B's decode linears
 

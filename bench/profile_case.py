@@ -9,9 +9,10 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):   # run as a script: the bench package lives one directory up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import stoicc_ext  # noqa: E402
-from bench_kernels import patch_weight  # noqa: E402
+from bench.bench_kernels import patch_weight  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=11008)
