@@ -101,7 +101,7 @@ INSTANCES = [
     # Small batches (M <= 64): still bandwidth-bound; one CTA covers all tokens. A CTA here is
     # bound by the latency of its per-item instruction stream, not by bytes in flight, so CTAs
     # per SM matter more than pipeline depth: 3 stages fit 3 CTAs per H100 SM where 4 fit 2
-    # (H100 sweeps at 559700b+, bench/results/ab/swizzle_s3_H100.log, stages_s2_s3_H100.log:
+    # (H100 sweeps at 559700b+, experiments/occupancy-stages-swizzle/swizzle_s3_H100.log, stages_s2_s3_H100.log:
     # 11008x4096 f = 1 M = 64 26.0 us vs 35.9 us with 4 stages, M = 32 22.4 vs 28.6 us). Listed
     # first so that the untuned heuristic (dispatch.cpp) prefers them on ties.
     I(32, 128, 64, 4, 1, 3, "split_k", "M in 17..32, 128x64 tiles: 3 CTAs per H100 SM"),
@@ -116,7 +116,7 @@ INSTANCES = [
     # 4x1 M = 64 128x64 instance lost to 2x2 in every case of the later sweeps and was dropped.
     I(64, 128, 64, 2, 2, 4, "split_k", "M in 33..64, 128x64 tiles, 2x2 warps: half the X smem traffic"),
     # Stream-K for M in 17..64, where a CTA is issue-bound and uneven CTA counts per SM cost the
-    # most (docs/kernels.md step 10). H200 A/B at daafb86: 4-9 % faster than the best split_k on
+    # most (docs/log/kernels-steps.md step 10). H200 A/B at daafb86: 4-9 % faster than the best split_k on
     # 28672x8192 and on 11008x4096 at f = 0.7; 10-60 % slower on the 4096-row shapes (the sweep
     # and the Inspector pick per shape).
     I(64, 128, 64, 2, 2, 4, "stream_k", "M in 33..64: byte-balanced over all SMs; wins on large N x K"),

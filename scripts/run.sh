@@ -3,7 +3,7 @@
 # bench/e2e.py on its embedded default: a Hugging Face Llama with the Llama-2-7B architecture and
 # random weights, pruned PATCH-like at 0/25/35/45 %, converted with stoicc_ext.sparsify_ and timed
 # (greedy generation, static KV cache, CUDA graphs) against the same model on dense cuBLAS.
-#   On a GPU: 4 decoder layers (fits any GPU; --full for the spec's 32-layer model).
+#   On a GPU: 4 decoder layers (fits any GPU; --full for the 32-layer Llama-2-7B).
 #   Without a GPU: a tiny Llama through the same pipeline, checking agreement and memory only.
 #
 # Usage: bash scripts/run.sh [e2e args...]   (see: bash scripts/run.sh --help)
