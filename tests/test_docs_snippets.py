@@ -105,3 +105,14 @@ def test_snippet_results_are_x_times_w_transposed(doc, names, workdir, monkeypat
     for name in names:
         y, x = ns[name], inputs[name]
         assert _close(y.reshape(-1, W.shape[0]), x.reshape(-1, W.shape[1]), W), f"{doc}: {name} != X @ W.T"
+
+
+def test_quickstart_example_runs(workdir, monkeypatch):
+    """examples/quickstart.py (the README's quick start as a script) on a small weight."""
+    import importlib.util
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("STOICC_CACHE_DIR", str(workdir / "cache"))
+    spec = importlib.util.spec_from_file_location("stoicc_example_quickstart", os.path.join(ROOT, "examples", "quickstart.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "512", "--k", "512", "--m", "16"]) == 0
