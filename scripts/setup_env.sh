@@ -45,8 +45,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY_CREATE" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-"$PY" -c 'import sys; assert sys.version_info >= (3, 9), sys.version' \
-  || die "$VENV has Python $("$PY" --version 2>&1); stoicc needs >= 3.9"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+  || die "$VENV has Python $("$PY" --version 2>&1); stoicc needs >= 3.10"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 PIP=("$PY" -m pip)
 
@@ -83,8 +83,8 @@ have safetensors || missing+=(safetensors)   # stoicc_ext.save_compressed / load
 # the main job (bench/e2e.py builds transformers' Llama from a config: nothing is downloaded)
 "$PY" -c 'import sys, transformers as t; v = tuple(int(x) for x in t.__version__.split(".")[:2]); sys.exit(not (5, 0) <= v < (5, 40))' 2>/dev/null \
   || missing+=("transformers>=5,<5.40")
-"$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' 2>/dev/null \
-  || missing+=("setuptools>=64")
+"$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' 2>/dev/null \
+  || missing+=("setuptools>=77")   # pyproject.toml's SPDX license field
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} ..."
   "${PIP[@]}" install "${missing[@]}"

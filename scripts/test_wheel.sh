@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install a built wheel into a fresh virtual environment outside the checkout and run the test
+# suite against the installed package (CPU tests run, GPU tests skip without a GPU).
+#
+# Usage: bash scripts/test_wheel.sh [WHEEL] [pytest args...]
+#   WHEEL    default: the newest dist/stoicc-*manylinux*.whl (scripts/build_wheel.sh)
+# Environment:
+#   STOICC_PYTHON      interpreter for the venv (default python3; >= 3.10)
+#   STOICC_TEST_TORCH  torch requirement to install with it (default "torch": whatever pip picks;
+#                      e.g. "torch==2.10.*" to test the floor the wheel claims)
+#   STOICC_KEEP=1      keep the temp dir (venv + test copy) and print where it is
+#
+# The tests are copied (tests/, plus bench/ and examples/, which some of them load, and
+# pyproject.toml for the pytest settings) into a temp dir with no stoicc_ext/ in it, so
+# `import stoicc_ext` resolves to the installed wheel; the script checks that it does and that
+# the compiled extension loaded. Exit status: pytest's, or 1 if the set-up fails.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { echo "[wheel-test] $*"; }
+die() { echo "[wheel-test] ERROR: $*" >&2; exit 1; }
+
+WHL="${1:-}"
+[ $# -gt 0 ] && shift
+if [ -z "$WHL" ]; then
+  WHL="$(ls -t "$REPO"/dist/stoicc-*manylinux*.whl 2>/dev/null | head -1 || true)"
+  [ -n "$WHL" ] || die "no dist/stoicc-*manylinux*.whl: run scripts/build_wheel.sh first, or name a wheel"
+fi
+[ -f "$WHL" ] || die "no such wheel: $WHL"
+WHL="$(cd "$(dirname "$WHL")" && pwd)/$(basename "$WHL")"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stoicc-wheeltest.XXXXXX")"
+case "$WORK/" in "$REPO"/*) die "the temp dir $WORK is inside the checkout (set TMPDIR)";; esac
+if [ "${STOICC_KEEP:-0}" = 1 ]; then log "keeping $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+"${STOICC_PYTHON:-python3}" -m venv "$WORK/venv"
+PY="$WORK/venv/bin/python"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' || die "the wheel needs Python >= 3.10"
+log "installing $(basename "$WHL")[test] and ${STOICC_TEST_TORCH:-torch} into a fresh venv ($WORK/venv)"
+t0=$(date +%s)
+"$PY" -m pip install -q "$WHL[test]" "${STOICC_TEST_TORCH:-torch}" || die "pip install failed"
+log "installed in $(( $(date +%s) - t0 )) s: $("$PY" -m pip list 2>/dev/null | grep -E '^(stoicc|torch|transformers) ' | tr -s ' ' | paste -sd, -)"
+
+# The tests and what they load, without the package sources.
+mkdir -p "$WORK/src"
+for d in tests bench examples; do
+  [ -d "$REPO/$d" ] && cp -r "$REPO/$d" "$WORK/src/"
+done
+cp "$REPO/pyproject.toml" "$WORK/src/"
+find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
+cd "$WORK/src"
+"$PY" - "$WORK/venv" <<'PYEOF' || die "the installed package is not the one imported, or its extension did not load"
+import os, sys
+import torch, stoicc_ext
+where = os.path.realpath(stoicc_ext.__file__)
+assert where.startswith(os.path.realpath(sys.argv[1]) + os.sep), f"stoicc_ext imported from {where}"
+assert stoicc_ext.extension_loaded, stoicc_ext.extension_error
+print(f"[wheel-test] stoicc {stoicc_ext.__version__} from {os.path.dirname(where)}, torch {torch.__version__}, "
+      f"{len(stoicc_ext.list_instances())} compiled instances, CUDA available: {torch.cuda.is_available()}")
+PYEOF
+log "python -m pytest tests -q -rs -p no:cacheprovider $* (in $WORK/src)"
+rc=0
+"$PY" -m pytest tests -q -rs -p no:cacheprovider "$@" || rc=$?
+log "pytest exit status $rc"
+exit $rc
