@@ -36,10 +36,10 @@ import torch
 if __package__ in (None, ""):   # run as a script: the bench package lives one directory up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import stoicc_ext as STOICC  # noqa: E402
-from stoicc_ext import tuning_cache  # noqa: E402
+from stoicc_ext.tuning import cache as tuning_cache  # noqa: E402
 from bench import bench_kernels, run_info  # noqa: E402
 from bench.bench_kernels import patch_weight  # noqa: E402
-from stoicc_ext.densify import densify_executor  # noqa: E402
+from stoicc_ext.tuning.densify import densify_executor  # noqa: E402
 from bench.timing import rotated_copies, time_graph  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)]

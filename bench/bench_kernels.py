@@ -35,10 +35,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import stoicc_ext  # noqa: E402
-from stoicc_ext.candidates import _candidates, _device_props  # noqa: E402
-from stoicc_ext.densify import densify_linear  # noqa: E402
-from stoicc_ext.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
-from stoicc_ext.synthetic import prune_to_24  # noqa: E402
+from stoicc_ext.tuning.candidates import _candidates, _device_props  # noqa: E402
+from stoicc_ext.tuning.densify import densify_linear  # noqa: E402
+from stoicc_ext.tuning.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
+from stoicc_ext.testing import prune_to_24  # noqa: E402
 
 from bench import check_targets, plots, run_info  # noqa: E402
 from bench import shapes as shape_table  # noqa: E402

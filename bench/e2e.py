@@ -57,10 +57,10 @@ for _p in (REPO, os.path.join(REPO, "bench")):
 import check_targets  # noqa: E402
 import run_info  # noqa: E402
 import stoicc_ext as STOICC  # noqa: E402
-from stoicc_ext import tuning_cache  # noqa: E402
-from stoicc_ext.densify import densify_schedule  # noqa: E402
-from stoicc_ext.timing import side_stream  # noqa: E402
-from stoicc_ext.recipe import tune_weight, tuning_proxy  # noqa: E402
+from stoicc_ext.tuning import cache as tuning_cache  # noqa: E402
+from stoicc_ext.tuning.densify import densify_schedule  # noqa: E402
+from stoicc_ext.tuning.timing import side_stream  # noqa: E402
+from stoicc_ext.nn.recipe import tune_weight, tuning_proxy  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)

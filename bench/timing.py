@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from stoicc_ext.timing import copies_for, rotated_copies, side_stream, time_graph  # noqa: F401
+from stoicc_ext.tuning.timing import copies_for, rotated_copies, side_stream, time_graph  # noqa: F401
 
 __all__ = ["copies_for", "rotated_copies", "side_stream", "time_graph", "bandwidth_ceilings",
            "host_us_per_call", "CEILING_BYTES"]

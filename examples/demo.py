@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 import stoicc_ext
-from stoicc_ext import tuning_cache
-from stoicc_ext.inspect_report import _short
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.tuning import cache as tuning_cache
+from stoicc_ext.tuning.report import _short
+from stoicc_ext.testing import random_patch_weight
 
 # Llama-2-7B: hidden 4096, intermediate 11008; nn.Linear weights are [out_features, in_features].
 LLAMA2_7B_BLOCK = (
@@ -173,7 +173,7 @@ def _kernel_str(k):
 def time_layer(W, Wc, executor, config, M, dtype, device, repeats, gen):
     """(stoicc_ms, dense_ms) per call of ``executor(x, *Wc, **config)`` and of F.linear, each
     over its own rotated weight copies (stoicc_ext.timing)."""
-    from stoicc_ext.timing import rotated_copies, time_graph
+    from stoicc_ext.tuning.timing import rotated_copies, time_graph
 
     x = torch.randn(M, W.shape[1], generator=gen).to(dtype).to(device)
     Wcs, Ws = rotated_copies(Wc), rotated_copies(W)

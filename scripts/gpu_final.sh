@@ -24,7 +24,7 @@ done
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 3 python3 -c "
 import torch, stoicc_ext as S
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.testing import random_patch_weight
 W, _ = random_patch_weight(512, 1024, 0.5, 0.25, device='cuda', tile=64)
 for bn, bk in ((128, 128), (64, 64)):
     assert torch.equal(S._ops.densify(S.compress(W, bn, bk)), W)

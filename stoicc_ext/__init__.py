@@ -4,18 +4,11 @@ Use it as ``import stoicc_ext as STOICC`` (the spec's prefix).
 """
 from ._version import __version__
 from ._library import extension_loaded, extension_error
-from .tile_map import TileType, classify_tiles
-from .format import FORMAT_VERSION, CompressedWeight, compress, decompress, validate
-from ._ops import spmm
-from .instances import list_instances, manifest
-from .configs import ConfigSpace, create_configs
-from .inspector import InspectReport, Inspector, Schedule, executor_for
-from .mixed_module import MixedModule
-from .convert import sparsify_
-from .sparsify_report import SparsifyReport
-from .patch_masks import apply_patch_mask_, read_patch_mask, write_patch_mask, masks_from_model
-from .prune import prune_patch_oneshot_
-from .checkpoint import save_compressed, load_compressed
+from .format import FORMAT_VERSION, CompressedWeight, TileType, classify_tiles, compress, decompress, validate
+from .ops import list_instances, manifest, spmm
+from .tuning import ConfigSpace, InspectReport, Inspector, Schedule, create_configs, executor_for
+from .nn import MixedModule, SparsifyReport, load_compressed, save_compressed, sparsify_
+from .patch import apply_patch_mask_, masks_from_model, prune_patch_oneshot_, read_patch_mask, write_patch_mask
 
 __all__ = [
     "__version__", "extension_loaded", "extension_error",

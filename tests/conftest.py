@@ -56,7 +56,7 @@ def assert_matches(y, ref, dtype, what=""):
 def fresh_tuning_cache(tmp_path, monkeypatch):
     """An empty tuning cache (disk directory and memory) and no cache switches set, so that
     tuning tests neither read nor leave state behind."""
-    from stoicc_ext import inspector, tuning_cache
+    from stoicc_ext.tuning import cache as tuning_cache, inspector
     monkeypatch.setenv("STOICC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("STOICC_DISABLE_CACHE", raising=False)
     monkeypatch.delenv("STOICC_FORCE_RETUNE", raising=False)

@@ -4,7 +4,7 @@ tests. Its forward is not attention, only a fixed composition of every linear.""
 import torch
 from torch import nn
 
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.testing import random_patch_weight
 
 
 class Attn(nn.Module):
@@ -85,3 +85,14 @@ def hidden(n_tokens, h=256, dtype=torch.float16, device="cpu", seed=1, batch=Non
     g = torch.Generator().manual_seed(seed)
     shape = (n_tokens, h) if batch is None else (batch, n_tokens, h)
     return torch.randn(*shape, generator=g).to(dtype=dtype, device=device)
+
+
+LAYER_LINEARS = 14          # TinyLM(): 2 layers x (q, k, v, o, gate, up, down)
+
+
+def close(a, b, atol=3e-2):
+    return torch.allclose(a.float(), b.float(), atol=atol, rtol=0)
+
+
+def outputs(model, *xs):
+    return [o for x in xs for o in model(x)]

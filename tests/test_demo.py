@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import stoicc_ext
-from stoicc_ext import timing
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.tuning import timing
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import needs_ext
 

@@ -22,10 +22,24 @@ import warnings
 import torch
 from torch import nn
 
-from .patch_masks import patch_maskable
-from .synthetic import prune_to_24
+from .masks import patch_maskable
 
-__all__ = ["prune_patch_oneshot_", "tile_24_losses"]
+__all__ = ["prune_patch_oneshot_", "prune_to_24", "tile_24_losses"]
+
+
+def prune_to_24(W):
+    """Magnitude 2:4 along K: keep the two largest ``|w|`` of each aligned group of four.
+
+    Dropped positions become +0.0 (``torch.where``, not a multiply, which would give -0.0
+    for negative weights). Ties are broken by ``topk``, so exactly two are kept.
+    """
+    if W.dim() != 2 or W.shape[1] % 4:
+        raise ValueError(f"prune_to_24 needs a 2-D weight with K % 4 == 0, got {tuple(W.shape)}")
+    N, K = W.shape
+    g = W.reshape(N, K // 4, 4)
+    top = g.abs().float().topk(2, dim=-1).indices
+    keep = torch.zeros(g.shape, dtype=torch.bool, device=W.device).scatter_(-1, top, True)
+    return torch.where(keep, g, torch.zeros((), dtype=W.dtype, device=W.device)).reshape(N, K)
 
 
 def tile_24_losses(W, tile=128):

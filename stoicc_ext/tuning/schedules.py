@@ -7,9 +7,9 @@ import itertools
 import torch
 
 from .configs import CONFIG_KEYS, ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
-from .format import compress as _compress
-from .instances import list_instances
-from .tuning_cache import _jsonable
+from ..format.compressed import compress as _compress
+from ..ops import list_instances
+from .cache import _jsonable
 
 __all__ = ["Schedule", "executor_for", "BUILTIN_SCHEDULES"]
 

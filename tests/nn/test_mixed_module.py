@@ -10,9 +10,9 @@ from torch import nn
 
 import stoicc_ext
 import stoicc_ext as STOICC
-from stoicc_ext.mixed_module import MixedModule
-from stoicc_ext.recipe import tune_weight, tuning_proxy, has_24_tile
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.nn.mixed_module import MixedModule
+from stoicc_ext.nn.recipe import tune_weight, tuning_proxy, has_24_tile
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import HAS_CUDA, FakeTimer, assert_matches, needs_ext, reference
 from model_helpers import hidden, patch_model

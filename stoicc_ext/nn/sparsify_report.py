@@ -2,7 +2,7 @@
 dense, and why), a readable table (``str(report)``) and ``to_dict()`` for JSON."""
 import dataclasses
 
-from .inspect_report import _short
+from ..tuning.report import _short
 
 __all__ = ["LayerRow", "SparsifyReport"]
 

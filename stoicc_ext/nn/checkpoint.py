@@ -24,11 +24,11 @@ import os
 
 from torch import nn
 
-from ._version import __version__
-from .format import CompressedWeight
+from .._version import __version__
+from ..format.compressed import CompressedWeight
 from .mixed_module import MixedModule
-from .densify import DENSIFY, densify_executor
-from .schedules import BUILTIN_SCHEDULES, executor_for
+from ..tuning.densify import DENSIFY, densify_executor
+from ..tuning.schedules import BUILTIN_SCHEDULES, executor_for
 
 __all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 

@@ -12,15 +12,15 @@ import torch
 
 import stoicc_ext
 import stoicc_ext as STOICC
-from stoicc_ext import candidates as cand_mod
-from stoicc_ext import inspector as insp_mod
-from stoicc_ext import tuning_cache
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.tuning import candidates as cand_mod
+from stoicc_ext.tuning import inspector as insp_mod
+from stoicc_ext.tuning import cache as tuning_cache
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import HAS_CUDA, FakeTimer, assert_matches, needs_ext, reference
 
 pytestmark = needs_ext
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")]
 
 
@@ -316,7 +316,7 @@ def test_cache_hit_in_a_new_process(fresh_cache):
     _, cfg = STOICC.Inspector(timer=FakeTimer(), verbose=False).inspect(X, W)
     script = f"""
 import json, sys, time, torch
-sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+sys.path[:0] = [{os.path.join(REPO, 'tests')!r}, {os.path.join(REPO, 'tests', 'tuning')!r}]
 import stoicc_ext as STOICC
 from test_inspector import FakeTimer, weight, xs
 W, X = weight(seed=3), xs(16, 512)

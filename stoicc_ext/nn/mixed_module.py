@@ -5,7 +5,7 @@ decode and one for prefill, chosen per call by the number of tokens.
                      cfg_prefill=best_config_pre, cfg_decoding=best_config_dec, N=W.shape[0], K=W.shape[1])
     y = mm(x)                                   # x [..., K] -> y [..., N] = x @ W.T (+ bias)
 
-    mm = MixedModule.from_linear(linear)        # the spec's recipe in one call (stoicc_ext.recipe)
+    mm = MixedModule.from_linear(linear)        # the spec's recipe in one call (stoicc_ext.nn.recipe)
 
 Routing (a deliberate deviation from the spec's forward): the spec sends a call to prefill when
 ``x.shape[-2] != 1``, so a decode step of a batch given as a 2-D ``[16, K]`` input, as the
@@ -24,8 +24,8 @@ one reshape, one executor call and one view: it works eagerly, inside CUDA graph
 import torch
 from torch import nn
 
-from .format import CompressedWeight
-from .inspect_report import _short
+from ..format.compressed import CompressedWeight
+from ..tuning.report import _short
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 
 __all__ = ["MixedModule"]
@@ -164,13 +164,13 @@ class MixedModule(nn.Module):
     @classmethod
     def from_linear(cls, linear, *, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
                     allow_dense=False, decode_max_tokens=None):
-        """The spec's recipe on ``linear.weight`` (``stoicc_ext.recipe.tune_weight``): tune decode at
+        """The spec's recipe on ``linear.weight`` (``stoicc_ext.nn.recipe.tune_weight``): tune decode at
         ``decode_tokens``, pin its tile shape, tune prefill at ``prefill_tokens``, compress once
         with the decode config. On a GPU the kernels are timed (and cached); on the CPU the
         Inspector's heuristic decides. The weight must be fp16/bf16, N and K multiples of 64.
 
         ``allow_dense``: a weight with no 2:4 tile is tuned on a proxy instead of refused (see
-        ``stoicc_ext.recipe``). ``decode_max_tokens`` defaults to ``decode_tokens``.
+        ``stoicc_ext.nn.recipe``). ``decode_max_tokens`` defaults to ``decode_tokens``.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear expects a torch.nn.Linear, got {type(linear).__name__}")

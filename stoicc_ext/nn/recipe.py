@@ -19,12 +19,12 @@ import time
 
 import torch
 
-from .configs import create_configs
-from .format import CompressedWeight
-from .inspect_report import _short
-from .inspector import FINGERPRINT_BLOCK as _FINE, Inspector, _tile_info
-from .synthetic import prune_to_24
-from .tile_map import TileType, classify_tiles
+from ..tuning.configs import create_configs
+from ..format.compressed import CompressedWeight
+from ..tuning.report import _short
+from ..tuning.inspector import FINGERPRINT_BLOCK as _FINE, Inspector, _tile_info
+from ..patch.prune import prune_to_24
+from ..format.tile_map import TileType, classify_tiles
 
 __all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
 

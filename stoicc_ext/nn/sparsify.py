@@ -16,7 +16,7 @@ reason in its report row:
   dense weights too, e.g. to measure the 0 % point).
 
 Every converted layer is tuned through one ``Inspector``: decode at ``decode_tokens``, prefill at
-``prefill_tokens`` with the decode tile shape pinned, compressed once (``stoicc_ext.recipe``).
+``prefill_tokens`` with the decode tile shape pinned, compressed once (``stoicc_ext.nn.recipe``).
 Layers with the same (N, K, dtype, tile map) are tuned once: the Inspector's cache (memory, and
 disk across processes) answers the repeats. On the CPU the Inspector's heuristic decides.
 """
@@ -27,12 +27,12 @@ import warnings
 import torch
 from torch import nn
 
-from .inspect_report import _short
-from .inspector import Inspector
+from ..tuning.report import _short
+from ..tuning.inspector import Inspector
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
 from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
-from .tile_map import TileType, classify_tiles
+from ..format.tile_map import TileType, classify_tiles
 
 __all__ = ["sparsify_", "PATCH_TILE"]
 

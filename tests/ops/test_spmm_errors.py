@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import stoicc_ext
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import DEVICES, needs_cuda, needs_ext
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import stoicc_ext
-from stoicc_ext.instances import instance_info
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.ops import instance_info
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import DEVICES, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
 

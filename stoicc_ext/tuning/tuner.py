@@ -1,4 +1,4 @@
-"""Timing the candidates: ``default_timer`` (the benchmark protocol of ``stoicc_ext.timing``), the
+"""Timing the candidates: ``default_timer`` (the benchmark protocol of ``stoicc_ext.tuning.timing``), the
 weight copies rotated past the L2, and the loop that compresses W once per tile shape (or user
 compress key) and times every candidate on it."""
 import contextlib
@@ -9,8 +9,8 @@ import time
 import torch
 
 from .configs import canonical
-from .format import compress as _compress
-from .inspect_report import _Progress, _describe, _problem_str
+from ..format.compressed import compress as _compress
+from .report import _Progress, _describe, _problem_str
 from .schedules import BUILTIN_SCHEDULES, _jsonable, _user_compress
 from .timing import rotated_copies, time_graph
 

@@ -6,8 +6,8 @@ import torch
 
 import stoicc_ext
 import stoicc_ext as STOICC
-from stoicc_ext.densify import densify_executor, densify_linear
-from stoicc_ext.synthetic import random_patch_weight
+from stoicc_ext.tuning.densify import densify_executor, densify_linear
+from stoicc_ext.testing import random_patch_weight
 
 from conftest import DEVICES, FakeTimer, assert_matches, needs_cuda, needs_ext, poison_allocator, reference
 
@@ -35,7 +35,7 @@ def test_densify_equals_decompress(device, dtype, tile, frac, empty, pattern):
     W = patch_weight(N, K, frac, empty, dtype, device, seed=tile[0] + tile[1], row_pattern=pattern)
     Wc = stoicc_ext.compress(W, *tile)
     poison_allocator(device, 4 * N * K)
-    D = stoicc_ext._ops.densify(Wc)
+    D = stoicc_ext.ops.densify(Wc)
     assert D.dtype == dtype and D.shape == (N, K) and D.device == W.device
     assert torch.equal(D, stoicc_ext.decompress(Wc))
     assert torch.equal(D, W)  # compress is lossless for a weight that fits its tile map

@@ -1,4 +1,4 @@
-"""Synthetic PATCH-like weights for tests and benchmarks.
+"""Synthetic PATCH-like weights for tests and benchmarks (the one generator both use).
 
 PATCH prunes each 128 x 128 tile of a weight to one of: kept dense, 2:4 (magnitude), or
 removed. ``random_patch_weight`` imitates that with exact tile counts, so tests can mix
@@ -10,30 +10,16 @@ exactly representable as non-zero in fp16 and bf16.
 """
 import torch
 
-from .tile_map import TileType
+from .format.tile_map import TileType
+from .patch.prune import prune_to_24
 
 __all__ = ["random_patch_weight", "prune_to_24", "ROW_PATTERNS"]
 
 ROW_PATTERNS = (None, "dense_only_rows", "sparse_only_rows", "both")
 
 
-def prune_to_24(W):
-    """Magnitude 2:4 along K: keep the two largest ``|w|`` of each aligned group of four.
-
-    Dropped positions become +0.0 (``torch.where``, not a multiply, which would give -0.0
-    for negative weights). Ties are broken by ``topk``, so exactly two are kept.
-    """
-    if W.dim() != 2 or W.shape[1] % 4:
-        raise ValueError(f"prune_to_24 needs a 2-D weight with K % 4 == 0, got {tuple(W.shape)}")
-    N, K = W.shape
-    g = W.reshape(N, K // 4, 4)
-    top = g.abs().float().topk(2, dim=-1).indices
-    keep = torch.zeros(g.shape, dtype=torch.bool, device=W.device).scatter_(-1, top, True)
-    return torch.where(keep, g, torch.zeros((), dtype=W.dtype, device=W.device)).reshape(N, K)
-
-
 def random_patch_weight(N, K, sparse_frac, empty_frac=0.0, *, dtype=torch.float16,
-                        device="cpu", generator=None, tile=128, row_pattern=None):
+                        device="cpu", generator=None, tile=128, row_pattern=None, values_on_device=False):
     """A random ``[N, K]`` weight whose ``tile x tile`` tiles are 2:4, EMPTY or DENSE.
 
     Returns ``(W, tile_map)`` with ``tile_map`` int8 ``[N/tile, K/tile]`` (on ``device``)
@@ -49,7 +35,10 @@ def random_patch_weight(N, K, sparse_frac, empty_frac=0.0, *, dtype=torch.float1
 
     Everything is drawn on the CPU from ``generator`` (a CPU ``torch.Generator``; ``None``
     uses the global one) and moved to ``device`` at the end, so the result is the same on
-    every device for a given seed.
+    every device for a given seed. ``values_on_device=True`` draws the values on ``device``
+    instead (from a generator of that device seeded with ``generator``'s seed), which makes
+    70B-class weights in well under a second on a GPU; the tile map is still drawn on the CPU,
+    the values then differ between devices.
     """
     if row_pattern not in ROW_PATTERNS:
         raise ValueError(f"row_pattern must be one of {ROW_PATTERNS}, got {row_pattern!r}")
@@ -77,11 +66,16 @@ def random_patch_weight(N, K, sparse_frac, empty_frac=0.0, *, dtype=torch.float1
     flat[order[nS:nS + nE]] = TileType.EMPTY
     flat[order[nS + nE:]] = TileType.DENSE
 
-    mag = torch.rand(N, K, generator=generator) * 0.9 + 0.1
-    sign = torch.randint(0, 2, (N, K), generator=generator) * 2 - 1
+    where, gen = "cpu", generator
+    if values_on_device:
+        where = torch.device(device)
+        gen = None if generator is None else torch.Generator(device=where).manual_seed(generator.initial_seed())
+        tm = tm.to(where)
+    mag = torch.rand(N, K, generator=gen, device=where) * 0.9 + 0.1
+    sign = torch.randint(0, 2, (N, K), generator=gen, device=where) * 2 - 1
     W = (mag * sign).to(dtype)
     # Expand the tile map to elements to mask and prune in one pass.
     per_elem = tm.repeat_interleave(tile, 0).repeat_interleave(tile, 1)
     W = torch.where(per_elem == TileType.SPARSE_24, prune_to_24(W), W)
-    W = torch.where(per_elem == TileType.EMPTY, torch.zeros((), dtype=dtype), W)
+    W = torch.where(per_elem == TileType.EMPTY, torch.zeros((), dtype=dtype, device=W.device), W)
     return W.to(device), tm.to(device)

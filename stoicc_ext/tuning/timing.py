@@ -27,7 +27,7 @@ def rotated_copies(weight, l2_bytes=None):
     """``[weight]`` plus clones, as many as ``copies_for`` asks for its size: the argument sets
     that ``time_graph`` rotates. ``weight``: a tensor, a ``CompressedWeight`` or any tuple/list
     of tensors (non-tensor entries are shared, not cloned)."""
-    from .format import CompressedWeight
+    from ..format.compressed import CompressedWeight
 
     if isinstance(weight, torch.Tensor):
         return [weight] + [weight.clone() for _ in range(copies_for(weight.numel() * weight.element_size(),

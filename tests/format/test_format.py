@@ -11,8 +11,8 @@ from stoicc_ext.format import (
     ALLOWED_BLOCKS, FORMAT_VERSION, CompressedWeight, compress, compressed_nbytes,
     decompress, tile_map_of, validate,
 )
-from stoicc_ext.synthetic import prune_to_24, random_patch_weight
-from stoicc_ext.tile_map import TileType, check_tile_map, classify_tiles
+from stoicc_ext.testing import prune_to_24, random_patch_weight
+from stoicc_ext.format.tile_map import TileType, check_tile_map, classify_tiles
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA"))]
@@ -526,16 +526,6 @@ def test_compressed_weight_api(device, wc):
     r = repr(Wc)
     assert "N=192" in r and "64x64" in r and "sparse_24=3" in r and "float16" in r
     assert ALLOWED_BLOCKS == (64, 128)
-
-
-def test_synthetic_is_deterministic_and_exact():
-    a, ta = random_patch_weight(512, 1024, 0.5, 0.25, generator=gen(5))
-    b, tb = random_patch_weight(512, 1024, 0.5, 0.25, generator=gen(5))
-    assert torch.equal(a, b) and torch.equal(ta, tb)
-    assert int((ta == S).sum()) == 16 and int((ta == E).sum()) == 8
-    assert torch.equal(classify_tiles(a), ta)
-    W = torch.tensor([[0.5, -3.0, 2.0, 0.1, -1.0, 1.0, 0.0, 0.0]])
-    assert prune_to_24(W).tolist() == [[0.0, -3.0, 2.0, 0.0, -1.0, 1.0, 0.0, 0.0]]
 
 
 def test_compress_with_config_dict():

@@ -7,9 +7,9 @@
     Y = executor(X, *Wc, **best_config)          # one torch.ops.stoicc.spmm call
 
 ``inspect`` classifies W, compresses it once per candidate tile shape, times every candidate
-with ``stoicc_ext.timing.time_graph`` (CUDA graph, weight copies rotated past the L2, median of
+with ``stoicc_ext.tuning.timing.time_graph`` (CUDA graph, weight copies rotated past the L2, median of
 repeats: the protocol of the benchmarks) and returns the fastest. Results are cached in memory
-and on disk (``stoicc_ext.tuning_cache``). See docs/inspector.md.
+and on disk (``stoicc_ext.tuning.cache``). See docs/inspector.md.
 
 This module holds the ``Inspector`` class and the inspect flow (input checks, W's tile
 fingerprint, cache lookup, tune or fall back to the heuristic). The parts live in:
@@ -31,17 +31,17 @@ try:
 except Exception:  # noqa: BLE001 - private module; only used to recognise tracing
     _FakeTensor = ()
 
-from . import tuning_cache
-from ._version import __version__
+from . import cache as tuning_cache
+from .._version import __version__
 from .candidates import (CANDIDATE_VERSION, TILE_PREFERENCE, _candidates, _device_props, _heuristic_config,
                          _no_candidate_message)
 from .configs import ConfigSpace, create_configs
-from .format import _DTYPE_NAMES, compress as _compress
-from .inspect_report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
-from .instances import manifest
+from ..format.compressed import _DTYPE_NAMES, compress as _compress
+from .report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
+from ..ops import manifest
 from .densify import LIBRARY_SCHEDULES
 from .schedules import BUILTIN_SCHEDULES, Schedule, _bind, _qualname, _user_compress, _user_config_of, executor_for
-from .tile_map import TileType, classify_tiles
+from ..format.tile_map import TileType, classify_tiles
 from .tuner import _tune, default_timer
 
 __all__ = ["Schedule", "Inspector", "InspectReport", "executor_for", "BUILTIN_SCHEDULES"]
@@ -143,7 +143,7 @@ class Inspector:
     Arguments:
       use_default_configs: include the built-in schedules ("sequential", "split_k", "stream_k")
         with every compiled instance of this build, and the library's "densify" schedule
-        (stoicc_ext.densify: expand the weight, then cuBLAS; it wins at prefill sizes).
+        (stoicc_ext.tuning.densify: expand the weight, then cuBLAS; it wins at prefill sizes).
       schedules: dict name -> ``Schedule``; user schedules are timed side by side with the
         built-in ones; a built-in name with ``Schedule()`` (no launcher) restricts that
         built-in schedule by its ``configs``; a user schedule under a built-in name replaces it.

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._ops import choose_config, stream_k_max_ctas
+from ..ops import choose_config, stream_k_max_ctas
 from .configs import ConfigSpace
 from .schedules import _builtin_config, _instances, _user_full_config
 

@@ -1,0 +1,111 @@
+"""Saving and loading converted models: no dense weights, tied weights, errors."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import stoicc_ext as STOICC
+from stoicc_ext.nn.mixed_module import MixedModule
+
+from conftest import needs_ext
+from model_helpers import LAYER_LINEARS, TinyLM, hidden, outputs, patch_model
+
+pytestmark = [needs_ext, pytest.mark.usefixtures("fresh_tuning_cache")]
+
+
+def converted(seed=0, **kw):
+    model = patch_model(seed=seed, **kw)
+    with torch.no_grad():
+        model.model.norm.weight.uniform_(0.5, 1.5)               # non-default values that must travel too
+    STOICC.sparsify_(model, decode_tokens=8, prefill_tokens=64, verbose=False)
+    return model
+
+
+def test_save_load_roundtrip_without_dense_weights(tmp_path):
+    model = converted()
+    xs = (hidden(3), hidden(50, seed=4))
+    ref = outputs(model, *xs)
+    path = tmp_path / "model.safetensors"
+    meta = STOICC.save_compressed(model, path, extra_metadata={"note": "tiny"})
+    assert meta["version"] == 1 and len(meta["layers"]) == LAYER_LINEARS and meta["extra"] == {"note": "tiny"}
+
+    def skeleton():
+        with torch.device("meta"):                                # no dense weights exist at all
+            return TinyLM().to(torch.float16)
+
+    loaded = STOICC.load_compressed(skeleton, path)
+    for name, mod in model.named_modules():
+        if isinstance(mod, MixedModule):
+            got = loaded.get_submodule(name)
+            assert isinstance(got, MixedModule) and got.cfg_decoding == mod.cfg_decoding
+            assert got.cfg_prefill == mod.cfg_prefill and got.decode_max_tokens == 8
+            for a, b in zip(got.compressed_tensors(), mod.compressed_tensors()):
+                assert torch.equal(a, b)
+    for a, b in zip(outputs(loaded, *xs), ref):
+        assert torch.equal(a, b)
+    # into a real (randomly initialised) skeleton too
+    loaded2 = STOICC.load_compressed(TinyLM().half(), path)
+    for a, b in zip(outputs(loaded2, *xs), ref):
+        assert torch.equal(a, b)
+
+
+def test_save_load_tied_weights(tmp_path):
+    model = converted(tie=True)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    path = tmp_path / "tied.safetensors"
+    meta = STOICC.save_compressed(model, path)
+    assert meta["aliases"] == {"lm_head.weight": "model.embed_tokens.weight"}
+    loaded = STOICC.load_compressed(lambda: TinyLM(tie=True).half(), path)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    x = hidden(5)
+    for a, b in zip(outputs(loaded, x), outputs(model, x)):
+        assert torch.equal(a, b)
+
+
+def test_load_errors(tmp_path):
+    import safetensors.torch as st
+    from safetensors import safe_open
+
+    model = converted()
+    path = tmp_path / "m.safetensors"
+    STOICC.save_compressed(model, path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["stoicc"])
+    tensors = st.load_file(str(path))
+
+    meta2 = dict(meta, version=2)
+    st.save_file(tensors, str(tmp_path / "v2.safetensors"), metadata={"stoicc": json.dumps(meta2)})
+    with pytest.raises(ValueError, match="checkpoint format version 2 .* not supported"):
+        STOICC.load_compressed(TinyLM().half(), tmp_path / "v2.safetensors")
+
+    bad_layer = json.loads(json.dumps(meta))
+    bad_layer["layers"]["model.layers.0.self_attn.q_proj"]["weight"]["format_version"] = 7
+    st.save_file(tensors, str(tmp_path / "f7.safetensors"), metadata={"stoicc": json.dumps(bad_layer)})
+    with pytest.raises(ValueError, match="format_version 7"):
+        STOICC.load_compressed(TinyLM().half(), tmp_path / "f7.safetensors")
+
+    st.save_file(tensors, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="not a stoicc checkpoint"):
+        STOICC.load_compressed(TinyLM().half(), tmp_path / "plain.safetensors")
+
+    with pytest.raises(KeyError, match="model.layers.1.self_attn.q_proj"):
+        STOICC.load_compressed(TinyLM(n_layers=1).half(), path)
+    with pytest.raises(ValueError, match=r"\(384, 256\) but the model's layer has \(512, 256\)"):
+        STOICC.load_compressed(TinyLM(i=512).half(), path)
+
+    class Bigger(TinyLM):
+        def __init__(self):
+            super().__init__()
+            self.more = nn.Linear(4, 4)
+
+    with pytest.raises(ValueError, match="missing from the file.*more.weight"):
+        STOICC.load_compressed(lambda: Bigger().half(), path)
+
+
+def test_save_refuses_user_schedule(tmp_path):
+    model = converted(n_layers=1)
+    mm = model.model.layers[0].self_attn.q_proj
+    mm.cfg_decoding = dict(mm.cfg_decoding, schedule="mine")
+    with pytest.raises(ValueError, match="library.s schedules"):
+        STOICC.save_compressed(model, tmp_path / "x.safetensors")

@@ -1,0 +1,128 @@
+"""sparsify_: which layers it converts, the report, tuning once per distinct case."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import stoicc_ext as STOICC
+from stoicc_ext import TileType, classify_tiles
+from stoicc_ext.nn.mixed_module import MixedModule
+
+from conftest import needs_ext
+from model_helpers import LAYER_LINEARS, close, hidden, outputs, patch_model
+
+pytestmark = [needs_ext, pytest.mark.usefixtures("fresh_tuning_cache")]
+
+
+def test_sparsify_converts_and_matches_dense(capsys):
+    dense_name = "model.layers.1.mlp.up_proj"
+    model = patch_model(dense_layer=dense_name)
+    xs = (hidden(4), hidden(5, batch=3, seed=2), hidden(40, seed=3))        # decode, 3-D decode, prefill
+    ref = outputs(model, *xs)
+    before = {n: m.weight.clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    report = STOICC.sparsify_(model, decode_tokens=16, prefill_tokens=64)
+    err = capsys.readouterr().err
+    assert "[1/16] model.layers.0.self_attn.q_proj" in err and "kept dense" in err
+
+    assert isinstance(report, STOICC.SparsifyReport) and len(report) == 16
+    conv = {r.name for r in report.converted}
+    assert len(conv) == LAYER_LINEARS - 1 and dense_name not in conv
+    for r in report.rows:
+        mod = model.get_submodule(r.name)
+        assert isinstance(mod, MixedModule) == r.converted, r.name
+        if r.converted:
+            tm = classify_tiles(before[r.name], 128, 128)
+            assert r.frac_24 == pytest.approx(float((tm == TileType.SPARSE_24).float().mean()))
+            assert r.frac_empty == pytest.approx(float((tm == TileType.EMPTY).float().mean()))
+            assert r.bytes_after < r.bytes_before and r.tile == "128x128"
+            assert r.cfg_decoding["instance"] and r.cfg_prefill["instance"]
+            assert r.source_decoding == "heuristic" and r.ms_decoding is None        # CPU: no timing
+            assert torch.equal(STOICC.decompress(mod.compressed_weight), before[r.name])
+    assert report[dense_name].status == "dense" and "every 128x128 tile is dense" in report[dense_name].reason
+    assert report["lm_head"].status == "dense"                                     # nn.Linear init: dense
+    assert report["extra"].status == "unsupported" and "200x256 is not a multiple" in report["extra"].reason
+    assert report.bytes_after < report.bytes_before
+    for a, b in zip(outputs(model, *xs), ref):
+        assert a.shape == b.shape and close(a, b)
+
+    text = str(report)
+    for needle in ("model.layers.0.self_attn.q_proj", "200x256 is not a multiple", "converted", "16 linear layers"):
+        assert needle in text
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["converted"] == LAYER_LINEARS - 1 and len(d["layers"]) == 16 and d["ratio"] < 1
+    # a second sparsify_ finds nothing new to convert
+    again = STOICC.sparsify_(model, verbose=False)
+    assert not again.converted and {r.name for r in again.rows} == {dense_name, "lm_head", "extra"}
+
+
+def test_sparsify_keeps_what_it_cannot_take():
+    m32 = patch_model(dtype=torch.float32)
+    rep = STOICC.sparsify_(m32, verbose=False)
+    assert not rep.converted and all(r.status == "unsupported" and "float32" in r.reason for r in rep.rows)
+    tied = patch_model(tie=True)
+    rep = STOICC.sparsify_(tied, verbose=False)
+    assert rep["lm_head"].status == "shared" and "model.embed_tokens.weight" in rep["lm_head"].reason
+    assert isinstance(tied.lm_head, nn.Linear)
+    only_attn = patch_model()
+    rep = STOICC.sparsify_(only_attn, filter_fn=lambda n, m: "self_attn" in n, verbose=False)
+    assert len(rep.converted) == 8 and rep["model.layers.0.mlp.up_proj"].status == "filtered"
+    assert isinstance(only_attn.model.layers[0].mlp.up_proj, nn.Linear)
+    with pytest.raises(TypeError, match="from_linear"):
+        STOICC.sparsify_(nn.Linear(128, 128))
+
+
+def test_sparsify_include_dense():
+    dense_name = "model.layers.0.self_attn.k_proj"
+    model = patch_model(dense_layer=dense_name)
+    x = hidden(20)
+    ref = outputs(model, x)
+    rep = STOICC.sparsify_(model, include_dense=True, filter_fn=lambda n, m: ".layers." in n, verbose=False)
+    assert len(rep.converted) == LAYER_LINEARS and rep[dense_name].proxy and rep[dense_name].frac_dense == 1.0
+    for a, b in zip(outputs(model, x), ref):
+        assert close(a, b)
+
+
+def test_sparsify_tunes_each_distinct_case_once():
+    """Same (N, K, dtype, tile map) -> one tuning; the Inspector's cache answers the repeats."""
+    model = patch_model(n_layers=1)
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        for p in (attn.k_proj, attn.v_proj, attn.o_proj):
+            p.weight.copy_(attn.q_proj.weight * 0.5)          # other values, the same tile map
+    calls = []
+
+    def timer(fn, args_list, config):
+        calls.append(config)
+        return 1.0 + 0.001 * config.get("SPLIT_K", 1000)   # densify (no SPLIT_K): slowest
+
+    insp = STOICC.Inspector(timer=timer, verbose=False)
+    rep = STOICC.sparsify_(model, inspector=insp, decode_tokens=16, prefill_tokens=64, verbose=False)
+    rows = {r.name.rsplit(".", 1)[-1]: r for r in rep.converted}
+    assert rows["q_proj"].source_decoding == "tuned" and rows["q_proj"].source_prefill == "tuned"
+    for k in ("k_proj", "v_proj", "o_proj"):
+        assert rows[k].source_decoding == "memory cache" and rows[k].source_prefill == "memory cache"
+        assert rows[k].cfg_decoding == rows["q_proj"].cfg_decoding
+    maps = {(r.N, r.K, bytes(classify_tiles(STOICC.decompress(model.get_submodule(r.name).compressed_weight),
+                                            64, 64).numpy())) for r in rep.converted}
+    assert len(maps) < len(rep.converted)
+    assert sum(1 for r in rep.converted if r.source_decoding == "tuned") == len(maps)
+
+
+def test_sparsify_reports_a_failing_layer(monkeypatch):
+    model, model2 = patch_model(n_layers=1), patch_model(n_layers=1)
+    bad = {id(m.model.layers[0].mlp.gate_proj) for m in (model, model2)}
+    orig = MixedModule.from_linear.__func__
+
+    def flaky(cls, linear, **kw):
+        if id(linear) in bad:
+            raise RuntimeError("boom")
+        return orig(cls, linear, **kw)
+
+    monkeypatch.setattr(MixedModule, "from_linear", classmethod(flaky))
+    with pytest.warns(RuntimeWarning, match="gate_proj stays dense: RuntimeError: boom"):
+        rep = STOICC.sparsify_(model, verbose=False)
+    assert rep["model.layers.0.mlp.gate_proj"].status == "failed"
+    assert isinstance(model.model.layers[0].mlp.gate_proj, nn.Linear) and len(rep.converted) == 6
+    with pytest.raises(RuntimeError, match="boom"):
+        STOICC.sparsify_(model2, strict=True, verbose=False)
