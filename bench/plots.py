@@ -112,9 +112,10 @@ def e2e_figures(res, base):
         ax.set_ylabel("generation time, ms")
         ax.set_title("long prompt" if row == "long" else "main set-up" if row == "main" else row)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(f"End to end, {res.get('gpu', '')} (commit {res.get('commit', '')})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = base + "_time.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
