@@ -58,7 +58,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # ---- 1. build environment (and, unless --compile, the in-tree extension)
 VENV="${STOICC_VENV:-$REPO/.venv}"
 if [ "$COMPILE" = 1 ]; then
-  [ -x "$VENV/bin/python" ] || bash scripts/setup_env.sh >&2
+  [ -x "$VENV/bin/python" ] || die "no build venv at $VENV: run scripts/setup_env.sh first (or set STOICC_VENV)"
 else
   bash scripts/setup_env.sh >&2   # builds stoicc_ext/_C.abi3.so unless it is current
   [ -f stoicc_ext/_C.abi3.so ] || die "scripts/setup_env.sh left no stoicc_ext/_C.abi3.so"
