@@ -6,7 +6,7 @@ Shared modules:
 - ``bench.timing``: the timing protocol (the library's ``stoicc_ext.timing``: CUDA graphs, weights
   rotated past the L2, median), the bandwidth ceilings and the eager host cost.
 - ``bench.run_info``: commit, date, result-file tag and datasheet peaks of the GPU.
-- ``bench.check_targets``: the issues' targets counted from a result JSON.
+- ``bench.check_targets``: the speed and memory targets counted from a result JSON.
 - ``bench.plots``: PNG figures of a result JSON (matplotlib, optional).
 
 Benchmarks: ``bench_kernels`` (kernel table), ``e2e`` (end-to-end model; its parts are the

@@ -1,4 +1,4 @@
-"""The kernel and end-to-end issues' targets, counted from a benchmark's JSON.
+"""The kernel and end-to-end targets, counted from a benchmark's JSON.
 
 This reads what ``bench_kernels.py`` and ``e2e.py`` wrote and prints, for each target, how many
 cases meet it and which do not, so that every session counts the same way.
@@ -38,7 +38,7 @@ BW_FRACTION = 0.85
 BW_FIXED_US = 1.5
 # Read-only ceilings measured outside a table, for files that do not record their own (TB/s).
 KNOWN_READ_TBPS = (("H200", 4.24),)      # an eager fp16 a.sum() over 2 GiB, 2026-12-02
-FALLBACK_READ_TBPS = 2.99                # the H100's device copy, which the kernel issue quoted
+FALLBACK_READ_TBPS = 2.99                # the H100's device copy, for files from other GPUs
 # M whose bandwidth must stay near M = 16's on the same weight (ratio of times, M16 / M).
 M_NEAR_16 = {1: 0.90, 32: 0.90, 64: 0.80}
 TABLE_GROUPS = ("llama",)
@@ -47,7 +47,7 @@ SMALL_SPEEDUP = ((0.5, 1.00), (1.0, 1.30))   # (from this f on, at least this sp
 PREFILL_M = 2048
 PREFILL_SPEEDUP = {1.0: 1.25, 0.0: 0.75}
 HOST_EXTRA_US = 2.0
-# End-to-end issue: speedup per sparsity (percent), and the format's weight-byte limit for
+# End to end: speedup per sparsity (percent), and the format's weight-byte limit for
 # Llama-2-7B (2-bit metadata per kept value; embeddings and lm_head dense), to within 1 %.
 E2E_SPEEDUP = {25: 1.30, 35: 1.45, 45: 1.60, 0: 1.00}
 E2E_WEIGHT_LIMIT = {25: 0.790, 35: 0.706, 45: 0.622}
@@ -101,7 +101,7 @@ def bandwidth_bound_ms(r, data):
 
 
 def kernel_targets(data):
-    """The kernel issues' targets over the fp16 records (and host rows) of a ``kernels_<gpu>.json``."""
+    """The kernel targets over the fp16 records (and host rows) of a ``kernels_<gpu>.json``."""
     recs = [r for r in data["records"] if r["dtype"] == "float16"]
     table = [r for r in recs if group_of(r) in TABLE_GROUPS]
     small = [r for r in recs if group_of(r) in SMALL_GROUPS]
@@ -141,7 +141,7 @@ def kernel_targets(data):
 
 
 def is_spec_setup(data):
-    """Whether an e2e run is the spec's set-up (the full 32-layer Llama-2-7B, batch 16, prompt
+    """Whether an e2e run is the reference set-up (the full 32-layer Llama-2-7B, batch 16, prompt
     128, 128 new tokens), the one the targets are stated for."""
     st = data.get("setup") or {}
     return (st.get("preset"), st.get("layers"), st.get("batch"), st.get("prompt"), st.get("new_tokens")) == \
@@ -149,9 +149,9 @@ def is_spec_setup(data):
 
 
 def e2e_targets(data):
-    """The end-to-end issue's targets over the records of an ``e2e_<gpu>.json``. The weight-byte
-    limits are Llama-2-7B's, so they are counted only for the spec's set-up; the speedups are
-    counted for any run (the target names say when the run is not the spec's set-up). Records of
+    """The end-to-end targets over the records of an ``e2e_<gpu>.json``. The weight-byte
+    limits are Llama-2-7B's, so they are counted only for the reference set-up; the speedups are
+    counted for any run (the target names say when the run is not the reference set-up). Records of
     the long-prompt row (``row == "long"``) have their own speedup targets; the in-model
     bandwidth of the stoicc linears is read from each record's ``decode_split``."""
     main = [r for r in data["records"] if r.get("row", "main") == "main"]
@@ -183,7 +183,7 @@ def e2e_targets(data):
 
 
 def targets_of(data):
-    """Which issue's targets a result file holds: kernel records carry ``n``/``k``, e2e ones
+    """Which targets (kernel or end to end) a result file holds: kernel records carry ``n``/``k``, e2e ones
     ``sparsity``."""
     recs = data.get("records") or []
     if recs and "sparsity" in recs[0]:

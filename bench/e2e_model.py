@@ -11,7 +11,7 @@ LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
 TINY = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=4, vocab_size=512, max_position_embeddings=256, rms_norm_eps=1e-5)
-# Run sizes: the spec's set-up (7b), the same architecture with fewer layers (small: what the
+# Run sizes: the reference set-up (7b), the same architecture with fewer layers (small: what the
 # README's main command runs on any GPU), and a tiny model for a CPU dry run of the pipeline.
 PRESETS = {
     "7b": dict(arch=LLAMA2_7B, layers=32, batch=16, prompt=128, new_tokens=128),

@@ -35,7 +35,7 @@ def _kernel(cfg):
 
 def prefill_price(model, inspector, decode_tokens, prefill_tokens):
     """For the first layer's linears of each distinct shape: prefill tuned at the decode tile shape
-    (the spec's recipe) against prefill tuned over every tile shape. Run before ``sparsify_``: the
+    (the decode-then-prefill recipe) against prefill tuned over every tile shape. Run before ``sparsify_``: the
     recipe's choices land in the tuning cache, which ``sparsify_`` then reads."""
     rows, seen = [], set()
     for name, mod in model.named_modules():
