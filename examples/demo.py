@@ -4,7 +4,7 @@
 
 The seven linear layers of one Llama-2-7B decoder block (q, k, v, o: 4096 x 4096; gate, up:
 11008 x 4096; down: 4096 x 11008, in the nn.Linear [out, in] layout) are pruned PATCH-style
-with ``stoicc_ext.synthetic.random_patch_weight``: every 128 x 128 tile is 2:4 or dense, with a
+with ``stoicc_ext.testing.random_patch_weight``: every 128 x 128 tile is 2:4 or dense, with a
 2:4-tile fraction f = 2 * sparsity (35 % sparsity: 70 % of the tiles are 2:4). The weights are
 synthetic (random values, random tile placement), not those of a real PATCH checkpoint.
 
@@ -16,7 +16,7 @@ pinned (``set_configs(create_configs(BLOCK_N=[...], BLOCK_K=[...]))``), so one c
 (``$STOICC_CACHE_DIR``, default ``~/.cache/stoicc``): a second run reads them back instead of
 tuning. The demo reports the tile counts and bytes of that weight against the dense one, checks
 each chosen executor against a float32 ``x @ W.T`` and times it against dense
-``torch.nn.functional.linear`` (cuBLAS) with the protocol of ``stoicc_ext.timing`` (weights
+``torch.nn.functional.linear`` (cuBLAS) with the protocol of ``stoicc_ext.tuning.timing`` (weights
 rotated past the L2, CUDA graph, median); it prints the chosen kernel (instance, SPLIT_K) of
 each layer and M.
 
@@ -172,7 +172,7 @@ def _kernel_str(k):
 
 def time_layer(W, Wc, executor, config, M, dtype, device, repeats, gen):
     """(stoicc_ms, dense_ms) per call of ``executor(x, *Wc, **config)`` and of F.linear, each
-    over its own rotated weight copies (stoicc_ext.timing)."""
+    over its own rotated weight copies (stoicc_ext.tuning.timing)."""
     from stoicc_ext.tuning.timing import rotated_copies, time_graph
 
     x = torch.randn(M, W.shape[1], generator=gen).to(dtype).to(device)
@@ -319,11 +319,11 @@ def run(args):
 
     if args.json:
         result = dict(
-            tool="stoicc_ext.demo", stoicc_version=stoicc_ext.__version__, torch_version=torch.__version__,
+            tool="examples/demo.py", stoicc_version=stoicc_ext.__version__, torch_version=torch.__version__,
             python=platform.python_version(), device=str(dev), gpu=gpu_name, dtype=dname,
             sparsity_percent=args.sparsity, sparse_24_tile_fraction=frac,
             shapes="llama2-7b" if shapes is LLAMA2_7B_BLOCK else "llama2-7b/8", tokens=args.tokens,
-            tolerance=tol, seed=args.seed, timing=("stoicc_ext.timing.time_graph (CUDA graph, rotated weights, "
+            tolerance=tol, seed=args.seed, timing=("stoicc_ext.tuning.timing.time_graph (CUDA graph, rotated weights, "
                                                    f"median of {args.repeats})") if on_gpu else None,
             kernels=_tuning_str(args.tokens) if on_gpu else None,
             layers=rows, summary=summary)
