@@ -38,7 +38,7 @@ import stoicc_ext  # noqa: E402
 from stoicc_ext.tuning.candidates import _candidates, _device_props  # noqa: E402
 from stoicc_ext.tuning.densify import densify_linear  # noqa: E402
 from stoicc_ext.tuning.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
-from stoicc_ext.testing import prune_to_24  # noqa: E402
+from stoicc_ext.testing import random_patch_weight  # noqa: E402
 
 from bench import check_targets, plots, run_info  # noqa: E402
 from bench import shapes as shape_table  # noqa: E402
@@ -57,21 +57,13 @@ HOST_M, HOST_FRAC = 16, 0.5
 
 
 def patch_weight(N, K, frac, dtype, seed, device="cuda"):
-    """Synthetic PATCH weight generated on ``device`` (fast for 70B-class shapes on a GPU): a
-    fraction ``frac`` of the 128x128 tiles, placed at random, pruned 2:4 by magnitude, the rest
-    dense; values of magnitude 0.1-1 with random signs (never zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    TR, TC = N // 128, K // 128
-    n_sparse = round(frac * TR * TC)
-    sparse = torch.zeros(TR * TC, dtype=torch.bool)
-    sparse[torch.randperm(TR * TC, generator=g)[:n_sparse]] = True
-    sparse = sparse.view(TR, TC).to(device)
-    gd = torch.Generator(device=device).manual_seed(seed)
-    W = (torch.rand(N, K, device=device, generator=gd) * 0.9 + 0.1) * \
-        (torch.randint(0, 2, (N, K), device=device, generator=gd) * 2 - 1)
-    W = W.to(dtype)
-    mask = sparse.repeat_interleave(128, 0).repeat_interleave(128, 1)
-    return torch.where(mask, prune_to_24(W), W)
+    """Synthetic PATCH weight (``stoicc_ext.testing.random_patch_weight``, the library's one
+    generator, values drawn on ``device``: fast for 70B-class shapes on a GPU): a fraction
+    ``frac`` of the 128x128 tiles, placed at random, pruned 2:4 by magnitude, the rest dense;
+    values of magnitude 0.1-1 with random signs (never zeros)."""
+    W, _ = random_patch_weight(N, K, frac, dtype=dtype, device=device, generator=torch.Generator().manual_seed(seed),
+                               values_on_device=True)
+    return W
 
 
 def candidates(M, N, K, Wc):
