@@ -98,7 +98,10 @@ class BuildExt(BuildExtension.with_options(use_ninja=True)):
 # Metadata (name, version, license, classifiers, extras) is in pyproject.toml.
 setup(
     packages=find_packages(include=["stoicc_ext", "stoicc_ext.*"]),
+    # the manifest and py.typed; include_package_data adds the data files MANIFEST.in lists in
+    # subpackages too
     package_data={"stoicc_ext": ["instances.json", "py.typed"]},
+    include_package_data=True,
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExt},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
