@@ -331,7 +331,7 @@ def main(argv=None):
         for s in row["sparsities"]:
             rec, ch, pr = run_sparsity(tf, args, s, row, inspector, log)
             records.append(rec)
-            key = str(s) if row["name"] == "main" else f"{s} ({row['name']})"
+            key = str(s) if row["name"] == "main" else f"{row['name']} {s}"
             choices[key] = ch
             if pr:
                 prices[key] = pr

@@ -17,6 +17,10 @@ def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
 
+def _x(v, fmt=".3f"):
+    return "-" if v is None else format(v, fmt) + "x"
+
+
 def row_of(r):
     return r.get("row", "main")
 
@@ -45,11 +49,11 @@ def _run_table(records):
          "weight bytes | peak memory | agreement (first token) | max logits err | tuning s |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        L.append(f"| {r['sparsity']} % | {_f(r['speedup'], '.3f')}x | {_f(r.get('speedup_vs_hf'), '.3f')}x | "
+        L.append(f"| {r['sparsity']} % | {_x(r['speedup'])} | {_x(r.get('speedup_vs_hf'))} | "
                  f"{_f(r['dense_ms'], '.1f')} | {_f(r['stoicc_ms'], '.1f')} | "
                  f"{_f(r['prefill_ms'], '.2f')} ({_f(r['dense_prefill_ms'], '.2f')}) | "
                  f"{_f(r['decode_step_ms'], '.3f')} ({_f(r['dense_decode_step_ms'], '.3f')}) | "
-                 f"{r['weight_bytes_ratio']:.3f}x | {_f(r['peak_bytes_ratio'], '.3f')}x | {r['agreement']:.3f} "
+                 f"{r['weight_bytes_ratio']:.3f}x | {_x(r['peak_bytes_ratio'])} | {r['agreement']:.3f} "
                  f"({_f(r.get('first_token_agreement'), '.3f')}) | {r['max_logits_err']:.3g} | {r['tuning_s']:.1f} |")
     return L
 
@@ -113,7 +117,7 @@ def markdown(res, json_name):
                      f"{_f(b.get('dense_linear_tbps'), '.2f')} | {_f(b.get('stoicc_kernel_ms'), '.3f')} | "
                      f"{_gb(b.get('stoicc_linear_bytes'))} | {_f(b.get('stoicc_linear_tbps'), '.2f')} | "
                      f"{_f(b.get('stoicc_cublas_ms'), '.3f')} | {b['dense_rest_ms']:.3f} | {b['stoicc_rest_ms']:.3f} | "
-                     f"{_f(b['linear_speedup'], '.2f')}x | {_f(b['step_speedup_profiled'], '.3f')}x |")
+                     f"{_x(b['linear_speedup'], '.2f')} | {_x(b['step_speedup_profiled'])} |")
         per_call = decode_kernel_calls(rows)
         if per_call:
             L += ["", "The linear kernels of a decode step, per call (to set beside the kernel table's "

@@ -61,7 +61,7 @@ def test_dry_run_with_the_long_prompt_row_and_a_fused_baseline(tmp_path, monkeyp
     long = res["records"][1]
     assert (long["batch"], long["prompt"], long["new_tokens"]) == (1, 48, 4)
     assert res["setup"]["compile"] is None and res["setup"]["long_prompt"]["prompt"] == 48
-    assert set(res["tile_choices"]) == {"35", "0 (long)", "45 (long)"}
+    assert set(res["tile_choices"]) == {"35", "long 0", "long 45"}
     md = (tmp_path / "e2e_cpu.md").read_text()
     assert "## Long prompt" in md and "vs HF as shipped" in md
     data = json.loads((tmp_path / "e2e_cpu.json").read_text())
