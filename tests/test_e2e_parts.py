@@ -125,3 +125,43 @@ def test_e2e_figure(tmp_path):
     assert paths == [str(tmp_path / "e2e_H200_time.png")]
     assert open(paths[0], "rb").read(4) == b"\x89PNG"
     assert plots.e2e_figures(_res([dict(_rec("main", 0), stoicc_ms=None)]), str(tmp_path / "x")) == []
+
+
+@needs_ext
+@pytest.mark.usefixtures("fresh_tuning_cache")
+def test_timed_path_with_a_fake_generation(tmp_path, monkeypatch, capsys):
+    """What a GPU run adds, with run_generation faked on the CPU: speedups against the dense
+    baseline and the model as it ships, the decode-step split with the linears' TB/s over their
+    bytes (dense and the stoicc kernels'), the in-model bandwidth target, the figure."""
+    pytest.importorskip("transformers", minversion="5")
+    import torch
+
+    def fake_generation(tf, model, prompt_ids, new_tokens, *, graphs, repeats, profile=False, compile_backend=None):
+        sparse = any(type(m).__name__ == "MixedModule" for m in model.modules())
+        step = 0.8 if sparse else 1.0
+        lin = dict(stoicc=0.4, cublas_gemm=0.1) if sparse else dict(cublas_gemm=0.6)
+        top = [dict(kernel="void stoicc::spmm_kernel<__half, 16>(x)" if sparse else "nvjet_x", ms=0.4, calls=7,
+                    us_per_call=57.0, category="stoicc" if sparse else "cublas_gemm")]
+        dec = dict(lin, other=0.3, total=sum(lin.values()) + 0.3, top=top)
+        B = prompt_ids.shape[0]
+        return dict(tokens=torch.zeros(B, new_tokens, dtype=torch.long), logits=torch.ones(B, 8), compile_s=None,
+                    prefill_ms=5.0, decode_ms=step * (new_tokens - 1), total_ms=5.0 + step * (new_tokens - 1),
+                    decode_step_ms=step, peak_bytes=1000 if sparse else 1200, allocated_before=0,
+                    breakdown=dict(prefill=dict(total=5.0, top=[]), decode_step=dec) if profile else None)
+    monkeypatch.setattr(e2e, "run_generation", fake_generation)
+    res = e2e.main(["--device", "cpu", "--layers", "1", "--sparsities", "25,45", "--new-tokens", "3", "--no-price",
+                    "--out-dir", str(tmp_path), "--tag", "fake"])
+    out = capsys.readouterr().out
+    r = res["records"][1]
+    assert r["speedup"] == pytest.approx(7.0 / 6.6) and r["speedup_vs_hf"] == r["speedup"]
+    sp = r["decode_split"]
+    assert sp["stoicc_linear_tbps"] == pytest.approx(sp["stoicc_linear_bytes"] / 0.4 / 1e9)
+    assert sp["dense_linear_tbps"] == pytest.approx(sp["dense_linear_bytes"] / 0.6 / 1e9)
+    assert 0 < sp["stoicc_linear_bytes"] < sp["dense_linear_bytes"] and sp["stoicc_cublas_bytes"] > 0   # lm_head
+    assert "in-model bandwidth of the stoicc linears" in out and "against the Hugging Face model as it ships" in out
+    md = (tmp_path / "e2e_fake.md").read_text()
+    assert "## Where the time of a decode step goes" in md and "stoicc kernels ms | GB | TB/s" in md
+    assert "decode-step stoicc linears >= 3.4 TB/s" in md
+    if (tmp_path / "e2e_fake_time.png").exists() is False:
+        pytest.importorskip("matplotlib")
+        raise AssertionError("no figure written")
