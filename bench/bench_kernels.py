@@ -35,9 +35,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import stoicc_ext  # noqa: E402
-from stoicc_ext.tuning.candidates import _candidates, _device_props  # noqa: E402
+from stoicc_ext.tuning.candidates import kernel_candidates  # noqa: E402
+from stoicc_ext.tuning.device import device_props  # noqa: E402
 from stoicc_ext.tuning.densify import densify_linear  # noqa: E402
-from stoicc_ext.tuning.schedules import BUILTIN_SCHEDULES, Schedule  # noqa: E402
 from stoicc_ext.testing import random_patch_weight  # noqa: E402
 
 from bench import check_targets, plots, run_info  # noqa: E402
@@ -68,14 +68,12 @@ def patch_weight(N, K, frac, dtype, seed, device="cuda"):
 
 def candidates(M, N, K, Wc):
     """(instance index, split_k) pairs to time for this problem with the tile shape of ``Wc``:
-    exactly the built-in candidates the Inspector times (stoicc_ext.candidates._candidates:
-    nearest BLOCK_M per tile shape, the split counts, the op heuristic's choice), so the sweep
-    and the tuner cannot drift apart."""
-    schedules = {name: Schedule() for name in BUILTIN_SCHEDULES}
-    counts = {(Wc.block_n, Wc.block_k): (Wc[1].numel(), Wc[5].numel())}
-    cands = _candidates(schedules, None, M, N, K, _device_props(Wc[0].device), counts)
-    return [(c["entry"]["index"], c["split"]) for c in cands
-            if (c["entry"]["BLOCK_N"], c["entry"]["BLOCK_K"]) == (Wc.block_n, Wc.block_k)]
+    exactly the kernel candidates the Inspector times (stoicc_ext.tuning.candidates.kernel_candidates:
+    nearest BLOCK_M per tile shape, the split counts, the heuristic's choice), so the sweep and
+    the tuner cannot drift apart."""
+    have = {(Wc.block_n, Wc.block_k): (Wc.num_sparse_tiles, Wc.num_dense_tiles)}
+    cands = kernel_candidates(M, N, K, device_props(Wc[0].device), lambda bn, bk: have.get((bn, bk)))
+    return [(c.instance["index"], c.split) for c in cands if c.tile == (Wc.block_n, Wc.block_k)]
 
 
 VERBOSE = False

@@ -63,13 +63,14 @@ def densify(Wc):
 # The built-in kernel choice (csrc/dispatch.cpp), for a device given by its properties: the same
 # C++ code that spmm runs when no instance is forced, callable without a GPU.
 
-def choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, *, sm_count, cc, max_smem_optin, max_smem_per_sm,
-                  instances=()):
-    """``(instance index, split_k)`` the heuristic picks (instance -1: none fits), among
+def choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, props, instances=()):
+    """``(instance index, split_k)`` the heuristic picks (instance -1: none fits) on the device that
+    ``props`` describes (its ``sm_count``, ``cc``, ``max_smem_optin``, ``max_smem_per_sm``), among
     ``instances`` (indices) when given."""
     _require_extension()
-    inst, split = torch.ops.stoicc.choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, sm_count, cc,
-                                                 max_smem_optin, max_smem_per_sm, list(instances))
+    inst, split = torch.ops.stoicc.choose_config(M, N, K, block_n, block_k, n_sparse, n_dense, props.sm_count,
+                                                 props.cc, props.max_smem_optin, props.max_smem_per_sm,
+                                                 list(instances))
     return inst, split
 
 

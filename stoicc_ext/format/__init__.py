@@ -2,7 +2,8 @@
 compressed mixed-tile format the kernels read (``compressed``)."""
 from .compressed import (ALLOWED_BLOCKS, FORMAT_VERSION, VALUE_DTYPES, CompressedWeight, compress, compressed_nbytes,
                          decompress, tile_map_of, validate)
-from .tile_map import CLASSIFY_BLOCKS, TileType, check_tile_map, classify_tiles
+from .tile_map import CLASSIFY_BLOCKS, FINE_TILE, TileMap, TileType, check_tile_map, classify_tiles
 
 __all__ = ["ALLOWED_BLOCKS", "FORMAT_VERSION", "VALUE_DTYPES", "CompressedWeight", "compress", "compressed_nbytes",
-           "decompress", "tile_map_of", "validate", "CLASSIFY_BLOCKS", "TileType", "check_tile_map", "classify_tiles"]
+           "decompress", "tile_map_of", "validate", "CLASSIFY_BLOCKS", "FINE_TILE", "TileMap", "TileType",
+           "check_tile_map", "classify_tiles"]

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .tile_map import TileType, _check_weight, check_tile_map, classify_tiles
+from .tile_map import TileMap, TileType, _check_weight, check_tile_map
 
 __all__ = [
     "FORMAT_VERSION", "ALLOWED_BLOCKS", "VALUE_DTYPES", "CompressedWeight",
@@ -275,8 +275,8 @@ def _csr(sel):
 def compress(W, block_n=128, block_k=128, tile_map=None):
     """Compress ``W`` (fp16/bf16 ``[N, K]``) into the format of docs/format.md.
 
-    The tile map is classified from the values unless given; a given map is checked
-    (``check_tile_map``). The result is validated before it is returned. ``compress(W, config)``
+    The tile map is W's ``TileMap`` (classified from the values once per tensor) unless given;
+    a given map is checked (``check_tile_map``). The result is validated before it is returned. ``compress(W, config)``
     takes the tile shape from a config dict (``BLOCK_N``/``BLOCK_K``, the spec's spelling).
     """
     if isinstance(block_n, dict):  # compress(W, config): the tile shape of a config dict
@@ -288,11 +288,11 @@ def compress(W, block_n=128, block_k=128, tile_map=None):
     if W.dtype not in VALUE_DTYPES:
         raise TypeError(f"W must be float16 or bfloat16, got dtype {W.dtype}")
     TR, TC = _check_weight(W, block_n, block_k, ALLOWED_BLOCKS)
-    W = W.contiguous()
     if tile_map is None:
-        tm = classify_tiles(W, block_n, block_k)
+        tm = TileMap.of(W).at(block_n, block_k).to(W.device)
     else:
         tm = check_tile_map(W, tile_map, block_n, block_k)
+    W = W.contiguous()
     L = _layout(block_n, block_k, W.device)
     N, K = W.shape
     tile = block_n * block_k

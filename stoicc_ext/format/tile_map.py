@@ -6,11 +6,15 @@ milliseconds on a GPU): the weight is viewed as ``[TR, BLOCK_N, TC, BLOCK_K]`` a
 over the two in-tile axes, with no Python loop over tiles.
 """
 import enum
+import hashlib
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
-__all__ = ["TileType", "classify_tiles", "check_tile_map", "CLASSIFY_BLOCKS"]
+__all__ = ["TileType", "TileMap", "classify_tiles", "check_tile_map", "CLASSIFY_BLOCKS", "FINE_TILE"]
 
+# The finest kernel tile side: the tile map of every kernel tile shape derives from this one.
+FINE_TILE = 64
 # classify_tiles accepts any of these on each side (all divide 128 and are multiples of 4,
 # so a 2:4 group never straddles a tile and any of them sub-tiles PATCH's 128 grid).
 CLASSIFY_BLOCKS = (16, 32, 64, 128)
@@ -122,3 +126,85 @@ def check_tile_map(W, tile_map, block_n=128, block_k=128):
             f"tile ({r}, {c}) is declared EMPTY but is not all zero: "
             f"W[{r * block_n + row}, {c * block_k + col}] is non-zero")
     return tm
+
+
+def _coarsen(tm, fn, fk):
+    """The tile map at ``fn x fk`` times coarser tiles: EMPTY iff all sub-tiles are, DENSE iff any
+    sub-tile is (a 2:4 group never straddles a tile), else SPARSE_24."""
+    TR, TC = tm.shape[0] // fn, tm.shape[1] // fk
+    t = tm.reshape(TR, fn, TC, fk)
+    dense = (t == int(TileType.DENSE)).any(dim=3).any(dim=1)
+    nonempty = (t != int(TileType.EMPTY)).any(dim=3).any(dim=1)
+    out = torch.full((TR, TC), int(TileType.EMPTY), dtype=torch.int8)
+    out[nonempty] = int(TileType.SPARSE_24)
+    out[dense] = int(TileType.DENSE)
+    return out
+
+
+class TileMap:
+    """The tile types of one weight, classified once at ``FINE_TILE x FINE_TILE`` (on the weight's
+    device, kept on the CPU); the map of any coarser kernel tile shape, its stored tile counts and
+    the weight's fingerprint all derive from it.
+
+    ``TileMap.of(W)`` remembers the map per tensor (and its version), so that converting a layer
+    (its tile fractions, the tuning cache key, the candidates' tile counts, the compression)
+    reads W for classification once.
+    """
+
+    _memo = WeakIdKeyDictionary()
+
+    def __init__(self, fine, shape):
+        self.fine = fine                    # int8 [N / FINE_TILE, K / FINE_TILE], CPU
+        self.shape = tuple(shape)           # (N, K)
+        self._at = {(FINE_TILE, FINE_TILE): fine}
+
+    @classmethod
+    def of(cls, W, compute=True):
+        """W's tile map: remembered, else classified (``compute=False``: None instead, for CUDA-graph
+        capture, where W must not be read)."""
+        try:
+            memo = cls._memo.get(W)
+            stamp = (W._version, W.data_ptr(), tuple(W.shape), W.dtype)
+        except Exception:  # noqa: BLE001 - fake/meta tensors have no storage to stamp
+            if not compute:
+                return None
+            memo, stamp = None, None
+        if memo is not None and memo[0] == stamp:
+            return memo[1]
+        if not compute:
+            return None
+        tiles = cls(classify_tiles(W, FINE_TILE, FINE_TILE).cpu(), W.shape)
+        if stamp is not None:
+            cls._memo[W] = (stamp, tiles)
+        return tiles
+
+    def divides(self, block_n, block_k):
+        return self.shape[0] % block_n == 0 and self.shape[1] % block_k == 0
+
+    def at(self, block_n, block_k):
+        """The int8 ``[N / block_n, K / block_k]`` map (CPU) for a kernel tile shape."""
+        tm = self._at.get((block_n, block_k))
+        if tm is None:
+            tm = self._at[(block_n, block_k)] = _coarsen(self.fine, block_n // FINE_TILE, block_k // FINE_TILE)
+        return tm
+
+    def counts(self, block_n, block_k):
+        """(2:4 tiles, dense tiles) stored at this tile shape; None when it does not divide W."""
+        if not self.divides(block_n, block_k):
+            return None
+        tm = self.at(block_n, block_k)
+        return int((tm == int(TileType.SPARSE_24)).sum()), int((tm == int(TileType.DENSE)).sum())
+
+    @property
+    def any_24(self):
+        """Whether some fine tile is 2:4 (what the kernels need to pay off)."""
+        return bool((self.fine == int(TileType.SPARSE_24)).any())
+
+    @property
+    def fingerprint(self):
+        """A hash of the shape and the fine map: equal for weights that tune alike."""
+        h = hashlib.sha256()
+        h.update(f"stoicc-tilemap-v1:{FINE_TILE}x{FINE_TILE}:{self.shape}:".encode())
+        h.update(self.fine.numpy().tobytes())
+        return h.hexdigest()
+

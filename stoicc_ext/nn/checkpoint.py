@@ -16,8 +16,9 @@ safetensors metadata key ``"stoicc"`` holds a JSON object:
 Loading takes a skeleton model (or a function that builds one; on the meta device is fine for the
 parameters, but non-persistent buffers such as rotary tables must be real), swaps each saved layer
 (an ``nn.Linear`` or ``MixedModule`` of the right shape) for a ``MixedModule`` built from the
-stored tensors and executors from ``executor_for(cfg, N, K)`` (``densify_executor(cfg)`` for the
-densify schedule): no re-compression, no tuning, no dense weights. The rest is loaded with ``load_state_dict(assign=True)``.
+stored tensors and executors from ``library_executor(cfg, N, K)`` (``executor_for`` for a compiled
+instance, ``densify_executor`` for the densify schedule): no re-compression, no tuning, no dense
+weights. The rest is loaded with ``load_state_dict(assign=True)``.
 """
 import json
 import os
@@ -27,8 +28,7 @@ from torch import nn
 from .._version import __version__
 from ..format.compressed import CompressedWeight
 from .mixed_module import MixedModule
-from ..tuning.densify import DENSIFY, densify_executor
-from ..tuning.schedules import BUILTIN_SCHEDULES, executor_for
+from ..tuning.library import is_library_config, library_executor
 
 __all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -48,19 +48,13 @@ def _safetensors():
 
 def _layer_meta(name, mm):
     for phase, cfg in (("cfg_decoding", mm.cfg_decoding), ("cfg_prefill", mm.cfg_prefill)):
-        builtin = cfg.get("schedule") in BUILTIN_SCHEDULES and "instance" in cfg
-        if not builtin and cfg.get("schedule") != DENSIFY:
+        if not is_library_config(cfg):
             raise ValueError(f"layer {name!r}: {phase} {cfg} is not a config of the library's schedules (built-in "
-                             f"or {DENSIFY!r}); only those can be rebuilt at load time")
+                             f"or 'densify'); only those can be rebuilt at load time")
     if mm._wc_meta is None:
         raise ValueError(f"layer {name!r} does not hold a stoicc CompressedWeight")
     return dict(N=mm.N, K=mm.K, weight=dict(mm._wc_meta), cfg_decoding=dict(mm.cfg_decoding),
                 cfg_prefill=dict(mm.cfg_prefill), decode_max_tokens=mm.decode_max_tokens, bias=mm.bias is not None)
-
-
-def _executor(cfg, N, K):
-    """The executor of a saved config: the densify schedule's, or a compiled instance's."""
-    return densify_executor(cfg) if cfg.get("schedule") == DENSIFY else executor_for(cfg, N, K)
 
 
 def save_compressed(model, path, *, extra_metadata=None):
@@ -153,8 +147,8 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
             bias = state[f"{name}.bias"]
             converted_keys.add(f"{name}.bias")
         cfg_d, cfg_p = lm["cfg_decoding"], lm["cfg_prefill"]
-        mm = MixedModule(Wc, _executor(cfg_p, N, K), _executor(cfg_d, N, K), cfg_p, cfg_d, N, K, bias=bias,
-                         decode_max_tokens=int(lm["decode_max_tokens"]))
+        mm = MixedModule(Wc, library_executor(cfg_p, N, K), library_executor(cfg_d, N, K), cfg_p, cfg_d, N, K,
+                         bias=bias, decode_max_tokens=int(lm["decode_max_tokens"]))
         model.set_submodule(name, mm)
         converted_keys.update(keys)
 

@@ -177,7 +177,7 @@ class MixedModule(nn.Module):
         W = linear.weight
         if W.device.type == "meta":
             raise ValueError("the linear's weight is on the meta device: materialize it first")
-        tuned = tune_weight(W.detach(), inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
+        tuned = tune_weight(W, inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
                             allow_dense=allow_dense)
         bias = linear.bias.detach() if linear.bias is not None else None
         mm = cls(tuned.compressed, tuned.exec_prefill, tuned.exec_decoding, tuned.cfg_prefill, tuned.cfg_decoding,

@@ -22,9 +22,9 @@ import torch
 from ..tuning.configs import create_configs
 from ..format.compressed import CompressedWeight
 from ..tuning.report import _short
-from ..tuning.inspector import FINGERPRINT_BLOCK as _FINE, Inspector, _tile_info
+from ..format.tile_map import FINE_TILE, TileMap, TileType
 from ..patch.prune import prune_to_24
-from ..format.tile_map import TileType, classify_tiles
+from ..tuning.inspector import Inspector
 
 __all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
 
@@ -49,22 +49,22 @@ class TunedWeight:
 
 def has_24_tile(W):
     """Whether W has a 2:4 tile on the 64 x 64 grid (what ``Inspector.inspect`` requires). Reads
-    the Inspector's tile summary of W, which ``inspect`` then reuses instead of scanning W again."""
-    return _tile_info(W)["any_24"]
+    W's ``TileMap``, which ``inspect`` and ``compress`` then reuse instead of scanning W again."""
+    return TileMap.of(W).any_24
 
 
 def tuning_proxy(W):
     """W with one 64 x 64 tile made 2:4 (the first dense one; tile (0, 0) set to a 2:4 pattern if
     W has no dense tile), for tuning a weight the Inspector would refuse."""
-    tm = classify_tiles(W, _FINE, _FINE)
+    b = FINE_TILE
     P = W.detach().clone()
-    dense = torch.nonzero(tm == int(TileType.DENSE))
+    dense = torch.nonzero(TileMap.of(W).fine == int(TileType.DENSE))
     if dense.numel():
-        r, c = (int(v) * _FINE for v in dense[0].tolist())
-        P[r:r + _FINE, c:c + _FINE] = prune_to_24(P[r:r + _FINE, c:c + _FINE])
+        r, c = (int(v) * b for v in dense[0].tolist())
+        P[r:r + b, c:c + b] = prune_to_24(P[r:r + b, c:c + b])
     else:  # all empty: any 2:4 pattern
-        P[:_FINE, :_FINE] = 0
-        P[:_FINE, 0:_FINE:4] = 1
+        P[:b, :b] = 0
+        P[:b, 0:b:4] = 1
     return P
 
 
@@ -77,6 +77,7 @@ def _phase_info(inspector, t0):
                 seconds=time.perf_counter() - t0)
 
 
+@torch.no_grad()     # W may be a Parameter, kept as it is so that its TileMap is found again
 def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
                 allow_dense=False):
     """The spec's recipe on one weight ``W`` ([N, K], fp16/bf16, on the device to tune for).
@@ -96,7 +97,6 @@ def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_token
     if decode_tokens < 1 or prefill_tokens < 1:
         raise ValueError(f"decode_tokens and prefill_tokens must be >= 1, got {decode_tokens}, {prefill_tokens}")
     inspector = inspector if inspector is not None else Inspector(use_default_configs=True, verbose=False)
-    W = W.detach()
     N, K = W.shape
     W_tune = W
     proxy = False

@@ -32,7 +32,7 @@ from ..tuning.inspector import Inspector
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
 from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
-from ..format.tile_map import TileType, classify_tiles
+from ..format.tile_map import TileMap, TileType
 
 __all__ = ["sparsify_", "PATCH_TILE"]
 
@@ -114,7 +114,7 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
             rows.append(row)
             skip = _check(name, mod, owners, filter_fn)
             if skip is None:
-                tm = classify_tiles(W, PATCH_TILE, PATCH_TILE)
+                tm = TileMap.of(W).at(PATCH_TILE, PATCH_TILE)     # the map tuning and compression reuse
                 n = tm.numel()
                 row.frac_24 = int((tm == int(TileType.SPARSE_24)).sum()) / n
                 row.frac_empty = int((tm == int(TileType.EMPTY)).sum()) / n

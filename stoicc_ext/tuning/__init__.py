@@ -4,6 +4,7 @@ tuning cache."""
 from .configs import ConfigSpace, create_configs
 from .inspector import Inspector
 from .report import InspectReport
-from .schedules import Schedule, executor_for
+from .kernels import executor_for
+from .schedules import Schedule
 
 __all__ = ["ConfigSpace", "create_configs", "Inspector", "InspectReport", "Schedule", "executor_for"]

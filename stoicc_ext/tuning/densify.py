@@ -11,17 +11,17 @@ whichever is faster; the model stays compressed in memory either way. The price:
 dense copy of that layer's weight lives in torch's caching allocator (it is freed, and reused
 by the next layer, as soon as the call returns).
 
-Mechanically it is a launcher-based ``Schedule`` (like a user schedule) that ``Inspector``
-includes with ``use_default_configs=True``; its configs are the four tile shapes, and its
-compressor is ``stoicc_ext.compress``, so the weight it reads is the same ``CompressedWeight``
-that the built-in schedules read.
+It is a launcher schedule (``DensifySchedule``, a ``UserSchedule`` whose executor fixes the tile
+shape) that ``Inspector`` includes with ``use_default_configs=True``; its configs are the four tile
+shapes, and its compressor is ``stoicc_ext.compress``, so the weight it reads is the same
+``CompressedWeight`` that the kernel schedules read.
 """
 import torch
 import torch.nn.functional as F
 
-from .schedules import Schedule
+from .schedules import Schedule, UserSchedule
 
-__all__ = ["DENSIFY", "densify_linear", "densify_schedule", "densify_executor", "LIBRARY_SCHEDULES"]
+__all__ = ["DENSIFY", "DensifySchedule", "densify_linear", "densify_schedule", "densify_executor"]
 
 DENSIFY = "densify"
 TILE_CONFIGS = dict(BLOCK_N=[128, 64], BLOCK_K=[128, 64])
@@ -52,10 +52,17 @@ def densify_executor(cfg):
     return executor
 
 
+class DensifySchedule(UserSchedule):
+    """The ``densify`` schedule: ``densify_linear`` over the four tile shapes; its executors are
+    ``densify_executor``'s (tile shape fixed inside, like the kernel schedules' executors)."""
+
+    def __init__(self, name=DENSIFY):
+        super().__init__(name, Schedule(densify_linear, None, dict(TILE_CONFIGS)))
+
+    def executor(self, full, added_keys):
+        return densify_executor(full)
+
+
 def densify_schedule():
     """The schedule ``Inspector(use_default_configs=True)`` adds under the name ``"densify"``."""
-    return Schedule(densify_linear, None, dict(TILE_CONFIGS), name=DENSIFY, executor_factory=densify_executor)
-
-
-# Launcher-based schedules the library ships (Inspector adds them with use_default_configs=True).
-LIBRARY_SCHEDULES = {DENSIFY: densify_schedule}
+    return DensifySchedule()

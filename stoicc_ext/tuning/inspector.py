@@ -1,4 +1,5 @@
-"""The Inspector: the spec's autotuning API over the compiled kernel instances and user schedules.
+"""The Inspector: autotuning of ``Y = X @ W.T`` over the compiled kernel instances and user
+schedules.
 
     import stoicc_ext as STOICC
     inspector = STOICC.Inspector(use_default_configs=True)
@@ -6,49 +7,43 @@
     Wc = inspector.compress(W, best_config)
     Y = executor(X, *Wc, **best_config)          # one torch.ops.stoicc.spmm call
 
-``inspect`` classifies W, compresses it once per candidate tile shape, times every candidate
-with ``stoicc_ext.tuning.timing.time_graph`` (CUDA graph, weight copies rotated past the L2, median of
-repeats: the protocol of the benchmarks) and returns the fastest. Results are cached in memory
-and on disk (``stoicc_ext.tuning.cache``). See docs/inspector.md.
-
-This module holds the ``Inspector`` class and the inspect flow (input checks, W's tile
-fingerprint, cache lookup, tune or fall back to the heuristic). The parts live in:
-``schedules`` (Schedule, executors), ``candidates`` (what is timed, the heuristic's pick),
-``tuner`` (timing the candidates), ``inspect_report`` (InspectReport, descriptions, progress).
+``inspect`` reads top-down: the cache key (W's tile-map fingerprint, the problem, the GPU, the
+schedules), the cache, the candidates (``tuning.candidates``), their timing (``tuning.tuner``,
+with ``stoicc_ext.tuning.timing.time_graph``: CUDA graph, weight copies rotated past the L2,
+median of repeats, the protocol of the benchmarks) and the executor of the fastest, which the
+schedule that owns it builds (``tuning.schedules``, ``tuning.kernels``, ``tuning.densify``).
+Results are cached in memory and on disk (``stoicc_ext.tuning.cache``). See docs/inspector.md.
 """
 import functools
-import hashlib
 import logging
 import sys
 import time
 import warnings
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 try:
     from torch._subclasses.fake_tensor import FakeTensor as _FakeTensor
 except Exception:  # noqa: BLE001 - private module; only used to recognise tracing
     _FakeTensor = ()
 
-from . import cache as tuning_cache
 from .._version import __version__
-from .candidates import (CANDIDATE_VERSION, TILE_PREFERENCE, _candidates, _device_props, _heuristic_config,
-                         _no_candidate_message)
-from .configs import ConfigSpace, create_configs
-from ..format.compressed import _DTYPE_NAMES, compress as _compress
-from .report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
+from ..format.compressed import _DTYPE_NAMES, compress
+from ..format.tile_map import FINE_TILE, TileMap
 from ..ops import manifest
-from .densify import LIBRARY_SCHEDULES
-from .schedules import BUILTIN_SCHEDULES, Schedule, _bind, _qualname, _user_compress, _user_config_of, executor_for
-from ..format.tile_map import TileType, classify_tiles
-from .tuner import _tune, default_timer
+from . import cache as tuning_cache
+from .candidates import CANDIDATE_VERSION, candidates, heuristic_config, no_candidate_message
+from .configs import ConfigSpace, create_configs
+from .device import device_props
+from .library import default_schedules, tuned_schedule
+from .report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
+from .schedules import _qualname
+from .tuner import default_timer, tune
 
-__all__ = ["Schedule", "Inspector", "InspectReport", "executor_for", "BUILTIN_SCHEDULES"]
+__all__ = ["Inspector"]
 
 logger = logging.getLogger("stoicc_ext.inspector")
 
-FINGERPRINT_BLOCK = 64      # the finest kernel tile side: every coarser tile map derives from it
 _WARNED = set()
 
 
@@ -56,62 +51,6 @@ def _warn_once(tag, msg):
     if tag not in _WARNED:
         _WARNED.add(tag)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
-
-
-# --------------------------------------------------------------------------------------
-# W's tile map and fingerprint; when tuning is allowed
-# --------------------------------------------------------------------------------------
-
-_TILE_MEMO = WeakIdKeyDictionary()
-
-
-def _coarsen(tm, fn, fk):
-    """The tile map at ``fn x fk`` times coarser tiles: EMPTY iff all sub-tiles are, DENSE iff any
-    sub-tile is (a 2:4 group never straddles a tile), else SPARSE_24."""
-    TR, TC = tm.shape[0] // fn, tm.shape[1] // fk
-    t = tm.reshape(TR, fn, TC, fk)
-    dense = (t == int(TileType.DENSE)).any(dim=3).any(dim=1)
-    nonempty = (t != int(TileType.EMPTY)).any(dim=3).any(dim=1)
-    out = torch.full((TR, TC), int(TileType.EMPTY), dtype=torch.int8)
-    out[nonempty] = int(TileType.SPARSE_24)
-    out[dense] = int(TileType.DENSE)
-    return out
-
-
-def _tile_info(W, allow_compute=True):
-    """Fingerprint and per-tile-shape tile counts of W, memoized per tensor (and its version).
-
-    ``{"fingerprint": hex, "counts": {(bn, bk): (n_sparse, n_dense)}, "any_24": bool}``, or None
-    if not memoized and ``allow_compute`` is False (graph capture: no reading of W).
-    """
-    try:
-        memo = _TILE_MEMO.get(W)
-        stamp = (W._version, W.data_ptr(), tuple(W.shape), W.dtype)
-    except Exception:  # noqa: BLE001 - fake/meta tensors have no storage to stamp
-        if not allow_compute:
-            return None
-        memo, stamp = None, None
-    if memo is not None and memo[0] == stamp:
-        return memo[1]
-    if not allow_compute:
-        return None
-    b = FINGERPRINT_BLOCK
-    tm = classify_tiles(W, b, b).cpu()
-    h = hashlib.sha256()
-    h.update(f"stoicc-tilemap-v1:{b}x{b}:{tuple(W.shape)}:".encode())
-    h.update(tm.numpy().tobytes())
-    N, K = W.shape
-    counts = {}
-    for bn, bk in TILE_PREFERENCE:
-        if N % bn or K % bk:
-            continue
-        c = _coarsen(tm, bn // b, bk // b)
-        counts[(bn, bk)] = (int((c == int(TileType.SPARSE_24)).sum()), int((c == int(TileType.DENSE)).sum()))
-    info = dict(fingerprint=h.hexdigest(), counts=counts,
-                any_24=bool((tm == int(TileType.SPARSE_24)).any()))
-    if stamp is not None:
-        _TILE_MEMO[W] = (stamp, info)
-    return info
 
 
 def _tuning_forbidden(W=None):
@@ -157,22 +96,12 @@ class Inspector:
 
     def __init__(self, use_default_configs=True, schedules=None, cache=None, *, timer=None, repeats=15, warmup=3,
                  verbose=True, cache_dir=None):
-        self.schedules = {}
-        if use_default_configs:
-            for name in BUILTIN_SCHEDULES:
-                self.schedules[name] = Schedule(name=name)
-            for name, make in LIBRARY_SCHEDULES.items():
-                self.schedules[name] = make()
+        self.schedules = default_schedules() if use_default_configs else {}
         if schedules is not None:
             if not isinstance(schedules, dict):
                 raise TypeError(f"schedules must be a dict of name -> Schedule, got {type(schedules).__name__}")
             for name, sch in schedules.items():
-                if not isinstance(sch, Schedule):
-                    raise TypeError(f"schedules[{name!r}] must be a stoicc_ext.Schedule, got {type(sch).__name__}")
-                if sch.builtin and name not in BUILTIN_SCHEDULES:
-                    raise ValueError(f"schedules[{name!r}] has no launcher; only the built-in schedules "
-                                     f"{BUILTIN_SCHEDULES} may be given without one")
-                self.schedules[str(name)] = sch._named(str(name))
+                self.schedules[str(name)] = tuned_schedule(str(name), sch)
         if not self.schedules:
             raise ValueError("Inspector has no schedules: pass use_default_configs=True or schedules={...}")
         if cache not in (None, True, False, "memory"):
@@ -208,16 +137,11 @@ class Inspector:
 
     def compress(self, W, best_config):
         """The compressed weight that ``best_config``'s executor reads (a CompressedWeight for the
-        built-in schedules; the user compressor's tuple for a user schedule)."""
-        sch = self.schedules.get(best_config.get("schedule")) if isinstance(best_config, dict) else None
-        if sch is not None and not sch.builtin:
-            ucfg = _user_config_of(sch, best_config)
-            if ucfg is None:
-                raise ValueError(f"best_config {best_config} is not one of schedule {sch.name!r}'s configs")
-            return _user_compress(sch, W, ucfg)
+        library's schedules; the user compressor's tuple for a user schedule)."""
         if not isinstance(best_config, dict):
             raise TypeError(f"best_config must be a config dict, got {type(best_config).__name__}")
-        return _compress(W, best_config)
+        sch = self.schedules.get(best_config.get("schedule"))
+        return compress(W, best_config) if sch is None else sch.compress_config(W, best_config)
 
     # ---- inspect ---------------------------------------------------------------------
 
@@ -233,67 +157,54 @@ class Inspector:
         _check_inputs(X, W)
         M, K = X.shape
         N = W.shape[0]
-        device = W.device
         forbidden = _tuning_forbidden(W)
-        info = _tile_info(W, allow_compute=forbidden is None)
-        if forbidden is None and not info["any_24"]:
+        tiles = TileMap.of(W, compute=forbidden is None)     # None during capture: W is not read
+        if tiles is not None and not tiles.any_24:
             raise ValueError(
-                f"W ({N}x{K}) has no 2:4 tile (every {FINGERPRINT_BLOCK}x{FINGERPRINT_BLOCK} tile is dense or empty): "
+                f"W ({N}x{K}) has no 2:4 tile (every {FINE_TILE}x{FINE_TILE} tile is dense or empty): "
                 "stoicc only pays off on PATCH-pruned weights with 2:4 tiles; use a dense torch matmul "
                 "(torch.nn.functional.linear) for this layer instead")
-        identity = tuning_cache.device_identity(device)
+        identity = tuning_cache.device_identity(W.device)
         problem = dict(M=M, N=N, K=K, dtype=_DTYPE_NAMES[W.dtype], device=identity[0], sms=identity[1] or None)
-        counts = info["counts"] if info is not None else None
 
-        # A cache hit needs no candidates: the key already fixes the candidate set (schedules,
-        # config space, GPU, candidate version), so they are enumerated only after a miss.
+        # 1. the cache: a hit needs no candidates, the key fixes them (schedules, config space, GPU,
+        # candidate version)
         use_mem, use_disk = self._cache_modes()
         material = key = None
-        if info is not None and (use_mem or use_disk):
-            material = self._key_material(M, N, K, W.dtype, identity, info["fingerprint"])
+        if tiles is not None and (use_mem or use_disk):
+            material = self._key_material(M, N, K, W.dtype, identity, tiles.fingerprint)
             key = tuning_cache.make_key(material)
-        retune = tuning_cache.force_retune() and forbidden is None
-        if key is not None and not retune:
-            rec, src = tuning_cache.lookup(key, material, memory=use_mem, disk=use_disk, directory=self.cache_dir)
-            if rec is not None:
-                bound = _bind(self.schedules, rec["choice"], N, K)
-                if bound is not None:
-                    ex, cfg = bound
-                    self.last_report = InspectReport(
-                        problem, f"{src} cache", cfg, rec["candidates"], time.perf_counter() - t0,
-                        rec.get("why", "cached choice"), tuning_s=rec.get("tuning_s"),
-                        cache_path=tuning_cache.path_for(key, self.cache_dir) if use_disk else None)
-                    if forbidden is not None:
-                        _warn_once((forbidden, "cached"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; "
-                                              "using the cached choice (tune before capturing/compiling)")
-                    logger.info("stoicc: %s: cached choice %s (%s)", _problem_str(problem), _describe(cfg), src)
-                    return ex, cfg
-                logger.info("stoicc: cache record %s no longer matches the schedules given; tuning again", key[:12])
+        if key is not None and not (tuning_cache.force_retune() and forbidden is None):
+            hit = self._cached(key, material, problem, N, K, use_mem, use_disk, forbidden, t0)
+            if hit is not None:
+                return hit
 
-        props = _device_props(device)        # host queries only: fine during capture
-        cands = _candidates(self.schedules, self.config_space, M, N, K, props, counts)
+        # 2. the candidates
+        props = device_props(W.device)        # host queries only: fine during capture
+        counts = tiles.counts if tiles is not None else (lambda bn, bk: None)
+        cands = candidates(self.schedules, self.config_space, M, N, K, props, counts)
         if not cands:
-            raise ValueError(_no_candidate_message(self.schedules, self.config_space, M, N, K))
-
+            raise ValueError(no_candidate_message(self.schedules, self.config_space, M, N, K))
         if forbidden is not None:
-            _warn_once((forbidden, "heuristic"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; using the "
-                                  "built-in heuristic (torch.ops.stoicc.choose_config). Call inspect before "
-                                  "capturing/compiling to get a tuned choice.")
-            return self._heuristic_result(problem, cands, M, N, K, counts, props, t0,
+            _warn_once((forbidden, "heuristic"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; "
+                       "using the built-in heuristic (torch.ops.stoicc.choose_config). Call inspect before "
+                       "capturing/compiling to get a tuned choice.")
+            return self._heuristic_result(problem, cands, N, K, t0,
                                           f"{forbidden}: no timing allowed, no cached choice; built-in heuristic")
-        if device.type != "cuda" and self.timer is None:
-            return self._heuristic_result(problem, cands, M, N, K, counts, props, t0,
-                                          f"W is on {device.type}: no timing possible (CUDA events); built-in "
+        if W.device.type != "cuda" and self.timer is None:
+            return self._heuristic_result(problem, cands, N, K, t0,
+                                          f"W is on {W.device.type}: no timing possible (CUDA events); built-in "
                                           "heuristic's choice, not cached. The CPU runs the reference op.")
 
+        # 3. their timing
         timer = self.timer or functools.partial(default_timer, warmup=self.warmup, repeats=self.repeats)
-        records, tuning_s = _tune(X, W, cands, props, problem, self.schedules, timer, self.verbose)
+        records, tuning_s = tune(X, W, cands, props, problem, timer, self.verbose)
         ok = [r for r in records if r.get("ms") is not None]
         if not ok:
             errs = "; ".join(f"{_describe(r['config'])}: {r['error']}" for r in records[:5])
             raise RuntimeError(f"stoicc: every candidate failed to run ({len(records)}): {errs}")
         best = min(ok, key=lambda r: r["ms"])
-        heur = _heuristic_config(cands)
+        heur = heuristic_config(cands)
         why = _why(best, ok, heur)
         choice = dict(schedule=best["schedule"], config=best["config"])
         path = None
@@ -302,7 +213,9 @@ class Inspector:
                                                           tuning_s=tuning_s, created=time.time(),
                                                           library=__version__),
                                       memory=use_mem, disk=use_disk, directory=self.cache_dir)
-        ex, cfg = _bind(self.schedules, choice, N, K)
+
+        # 4. the executor of the fastest
+        ex, cfg = self.schedules[best["schedule"]].bind(best["config"], N, K)
         self.last_report = InspectReport(problem, "tuned", cfg, records, time.perf_counter() - t0, why,
                                          tuning_s=tuning_s, heuristic=heur, cache_path=path)
         logger.info("stoicc: %s: tuned %d candidates in %.2f s; chose %s (%.2f us)", _problem_str(problem),
@@ -327,12 +240,35 @@ class Inspector:
                     space=None if self.config_space is None else self.config_space.signature(),
                     timer=None if self.timer is None else _qualname(self.timer))
 
-    def _heuristic_result(self, problem, cands, M, N, K, counts, props, t0, why):
-        cfg = _heuristic_config(cands)
-        cand = next(c for c in cands if c["config"] == cfg)
-        ex, cfg = _bind(self.schedules, dict(schedule=cand["schedule"], config=cfg), N, K)
+    def _cached(self, key, material, problem, N, K, use_mem, use_disk, forbidden, t0):
+        """``(executor, config)`` of the cached choice, bound to the schedules given now; None on a
+        miss or when the record no longer fits them."""
+        rec, src = tuning_cache.lookup(key, material, memory=use_mem, disk=use_disk, directory=self.cache_dir)
+        if rec is None:
+            return None
+        choice = rec["choice"]
+        sch = self.schedules.get(choice.get("schedule"))
+        bound = sch.bind(choice["config"], N, K) if sch is not None and isinstance(choice.get("config"), dict) \
+            else None
+        if bound is None:
+            logger.info("stoicc: cache record %s no longer matches the schedules given; tuning again", key[:12])
+            return None
+        ex, cfg = bound
+        self.last_report = InspectReport(
+            problem, f"{src} cache", cfg, rec["candidates"], time.perf_counter() - t0,
+            rec.get("why", "cached choice"), tuning_s=rec.get("tuning_s"),
+            cache_path=tuning_cache.path_for(key, self.cache_dir) if use_disk else None)
+        if forbidden is not None:
+            _warn_once((forbidden, "cached"), f"stoicc: Inspector.inspect called during {forbidden}: not tuning; "
+                       "using the cached choice (tune before capturing/compiling)")
+        logger.info("stoicc: %s: cached choice %s (%s)", _problem_str(problem), _describe(cfg), src)
+        return ex, cfg
+
+    def _heuristic_result(self, problem, cands, N, K, t0, why):
+        cand = next(c for c in cands if c.config == heuristic_config(cands))
+        ex, cfg = cand.schedule.bind(cand.config, N, K)
         self.last_report = InspectReport(problem, "heuristic", cfg,
-                                         [dict(schedule=c["schedule"], config=c["config"], ms=None) for c in cands],
+                                         [dict(schedule=c.schedule.name, config=c.config, ms=None) for c in cands],
                                          time.perf_counter() - t0, why, heuristic=cfg)
         logger.info("stoicc: %s: %s -> %s", _problem_str(problem), why, _describe(cfg))
         return ex, cfg
@@ -375,6 +311,6 @@ def _check_inputs(X, W):
         raise ValueError("X has no rows (M=0): nothing to tune")
     N, K = W.shape
     for side, size in (("N", N), ("K", K)):
-        if size % FINGERPRINT_BLOCK:
-            raise ValueError(f"W side {side}={size} is not a multiple of {FINGERPRINT_BLOCK}: the kernels' tiles "
+        if size % FINE_TILE:
+            raise ValueError(f"W side {side}={size} is not a multiple of {FINE_TILE}: the kernels' tiles "
                              "are 64 or 128 wide and stoicc does not pad")

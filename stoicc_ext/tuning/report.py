@@ -6,8 +6,8 @@ import sys
 import time
 
 from .configs import canonical
-from .densify import LIBRARY_SCHEDULES
-from .schedules import BUILTIN_SCHEDULES
+from .densify import DENSIFY
+from .kernels import is_kernel_config
 
 __all__ = ["InspectReport"]
 
@@ -19,11 +19,11 @@ def _problem_str(p):
 
 
 def _kernel_name(c):
-    """The kernel part of a canonical config: a compiled instance with its split, a library
-    schedule with its tile shape, or None for a user schedule."""
-    if "instance" in c and c.get("schedule") in BUILTIN_SCHEDULES:
+    """The kernel part of a canonical config: a compiled instance with its split, densify with its
+    tile shape, or None for a user schedule."""
+    if is_kernel_config(c):
         return f"{c['instance']} SPLIT_K={'auto' if c.get('SPLIT_K') == 0 else c.get('SPLIT_K')}"
-    if c.get("schedule") in LIBRARY_SCHEDULES:
+    if c.get("schedule") == DENSIFY:
         return f"{c.get('BLOCK_N')}x{c.get('BLOCK_K')} tiles"
     return None
 
@@ -42,7 +42,7 @@ def _short(cfg):
     if not cfg:
         return "-"
     c = canonical(cfg)
-    if "instance" in c and c.get("schedule") in BUILTIN_SCHEDULES:
+    if is_kernel_config(c):
         return _kernel_name(c).replace(" SPLIT_K=", "/SPLIT_K=")
     return " ".join(_describe(cfg).split())
 

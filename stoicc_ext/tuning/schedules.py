@@ -1,19 +1,22 @@
-"""Schedules and executors: the ``Schedule`` class (built-in and user schedules), the compiled
-instances a built-in config names, and the executors ``inspect`` returns (``executor_for`` for a
-built-in config, a thin wrapper around the launcher for a user schedule)."""
+"""Schedules: the families of candidate kernels the Inspector times.
+
+``Schedule`` is what a user writes: a launcher with its compressor and configs, or, without a
+launcher, a restriction of one built-in kernel schedule. The Inspector turns each into a typed
+schedule that owns its candidates, its compressor and its executor: ``KernelSchedule`` (the
+compiled instances, ``tuning.kernels``), ``DensifySchedule`` (``tuning.densify``) or
+``UserSchedule`` (here). They share the ``TunedSchedule`` interface, which is all that the
+inspector, the candidate enumeration and the tuner use.
+"""
+import dataclasses
 import functools
 import itertools
+import json
 
-import torch
-
-from .configs import CONFIG_KEYS, ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
 from ..format.compressed import compress as _compress
-from ..ops import list_instances
 from .cache import _jsonable
+from .configs import CONFIG_KEYS, ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
 
-__all__ = ["Schedule", "executor_for", "BUILTIN_SCHEDULES"]
-
-BUILTIN_SCHEDULES = ("sequential", "split_k", "stream_k")
+__all__ = ["Schedule", "Candidate", "TunedSchedule", "UserSchedule"]
 
 
 def _qualname(fn):
@@ -29,8 +32,8 @@ class Schedule:
     User schedule: ``Schedule(launcher, compressor, configs)``:
 
     * ``launcher(x, *Wc, **config) -> Y`` runs one candidate (``Y = x @ W.T``, shape ``[M, N]``).
-      It also receives whatever extra keyword arguments the caller of the executor passes (the
-      spec's forward passes ``M=, N=, K=``), so give it ``**kwargs``.
+      It also receives whatever extra keyword arguments the caller of the executor passes
+      (``MixedModule``'s forward passes ``M=, N=, K=``), so give it ``**kwargs``.
     * ``compressor(W, config) -> Wc`` (a tuple of tensors) builds the weight it reads; default
       ``stoicc_ext.compress(W, config)``. It is called once per distinct value of
       ``compress_keys`` (default the tile shape ``BLOCK_N``, ``BLOCK_K``) among the configs;
@@ -41,10 +44,6 @@ class Schedule:
       user's; ``BLOCK_SIZE_*`` are understood as ``BLOCK_*`` for filtering. ``M``, ``N``, ``K``,
       ``bias`` and ``schedule`` are reserved.
 
-    Library schedule (``densify``): a user-style schedule that also passes
-    ``executor_factory(full_config) -> executor``, which fixes the config in the executor (as
-    ``executor_for`` does), so ``inspect`` and loading a saved model return the same executor.
-
     Built-in schedule: ``Schedule()`` (no launcher) under one of the names ``"sequential"``,
     ``"split_k"``, ``"stream_k"`` in ``Inspector(schedules=...)`` means the compiled instances of
     that schedule; its ``configs``, if given, restrict them (keys the built-in candidates do not
@@ -52,13 +51,12 @@ class Schedule:
     """
 
     def __init__(self, launcher=None, compressor=None, configs=None, *, compress_keys=("BLOCK_N", "BLOCK_K"),
-                 name=None, executor_factory=None):
+                 name=None):
         if launcher is not None and not callable(launcher):
             raise TypeError(f"Schedule: launcher must be callable, got {type(launcher).__name__}")
         if compressor is not None and not callable(compressor):
             raise TypeError(f"Schedule: compressor must be callable, got {type(compressor).__name__}")
         self.launcher = launcher
-        self.executor_factory = executor_factory
         self.compressor = compressor
         self.compress_keys = None if compress_keys is None else tuple(canonical_key(k) for k in compress_keys)
         self.name = name
@@ -98,23 +96,7 @@ class Schedule:
         """The list of config dicts (user spelling) this schedule offers."""
         return [dict(c) for c in self._expanded]
 
-    def _named(self, name):
-        s = Schedule.__new__(Schedule)
-        s.__dict__.update(self.__dict__)
-        s.name = name
-        return s
-
-    def signature(self):
-        """JSON-able description, part of the tuning-cache key (a launcher is named by its
-        qualified name: change the name, or STOICC_FORCE_RETUNE=1, after editing its code)."""
-        if self.builtin:
-            filt = ConfigSpace(self._filter_constraints()) if self.configs is not None else None
-            return dict(name=self.name, builtin=True, filter=None if filt is None else filt.signature())
-        return dict(name=self.name, builtin=False, launcher=_qualname(self.launcher),
-                    compressor=_qualname(self.compressor), compress_keys=self.compress_keys,
-                    configs=_jsonable(self._expanded))
-
-    def _filter_constraints(self):
+    def filter_constraints(self):
         """For a built-in schedule given configs: {canonical key: allowed values} (known keys only)."""
         if self.configs is None:
             return {}
@@ -135,126 +117,166 @@ class Schedule:
                 f"{len(self._expanded)} configs)")
 
 
+@dataclasses.dataclass(eq=False)
+class Candidate:
+    """One kernel that ``inspect`` may time: the schedule that owns it, and its config as
+    ``inspect`` returns it."""
+    schedule: "TunedSchedule"
+    config: dict
+    launch_config: dict = None      # launcher schedules: the config the launcher receives
+    instance: dict = None           # kernel schedules: the compiled instance (a list_instances() entry)
+    split: int = None               # kernel schedules: its SPLIT_K
+    heuristic: bool = False         # the built-in heuristic's pick
+
+    @property
+    def tile(self):
+        """(BLOCK_N, BLOCK_K) of the config, None where it has none."""
+        c = canonical(self.config)
+        return c.get("BLOCK_N"), c.get("BLOCK_K")
+
+
+class TunedSchedule:
+    """The interface of a schedule inside the Inspector. Subclasses set ``name`` and implement
+    ``signature``, ``candidates``, ``launch_fn`` and ``bind``; the default compressor is
+    ``stoicc_ext.compress`` at the candidate's tile shape."""
+
+    name = None
+    # Whether a candidate must run inside a CUDA graph to be timed (no eager fallback).
+    must_capture = False
+
+    def renamed(self, name):
+        s = object.__new__(type(self))
+        s.__dict__.update(self.__dict__)
+        s.name = name
+        return s
+
+    def signature(self):
+        """JSON-able description, part of the tuning-cache key."""
+        raise NotImplementedError
+
+    def candidates(self, space):
+        """The candidates this schedule offers within the config space ``space`` (None: any).
+        Kernel schedules are enumerated together instead (``tuning.candidates``)."""
+        raise NotImplementedError
+
+    def compress_key(self, cand):
+        """Candidates with equal keys read the same compressed weight (compressed once)."""
+        return ("stoicc",) + tuple(int(v) for v in cand.tile)
+
+    def compress(self, W, cand):
+        return _compress(W, *cand.tile)
+
+    def compress_config(self, W, config):
+        """The weight that ``config``'s executor reads (``Inspector.compress``)."""
+        return _compress(W, config)
+
+    def launch_fn(self, cand, X, N, K):
+        """``fn(*Wc)`` running the candidate on ``X`` (timed by the tuner)."""
+        raise NotImplementedError
+
+    def bind(self, config, N, K):
+        """``(executor, config)`` for a stored choice of this schedule, or None when the choice no
+        longer fits it."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
 # --------------------------------------------------------------------------------------
-# Compiled instances and built-in executors
+# Launcher schedules: a user's, and the library's densify (a subclass)
 # --------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _instances():
-    """Compiled instances of this build (list_instances(), read once)."""
-    return tuple(list_instances())
-
-
-def _instance_by_name(name):
-    for e in _instances():
-        if e["name"] == name:
-            return e
-    return None
-
-
-def _builtin_config(e, split):
-    return with_aliases(dict(BLOCK_M=e["BLOCK_M"], BLOCK_N=e["BLOCK_N"], BLOCK_K=e["BLOCK_K"],
-                             num_warps=e["num_warps"], num_stages=e["num_stages"], schedule=e["schedule"],
-                             SPLIT_K=int(split), instance=e["name"]))
-
-
-def executor_for(config, N, K):
-    """The executor of a built-in config (as ``inspect`` returns): a closure that makes one
-    ``torch.ops.stoicc.spmm`` call with the instance and split fixed.
-
-    ``executor(x, *Wc, bias=None, **ignored)``: ``x`` is ``[M, K]``; ``N=`` and ``K=`` keyword
-    arguments, if given, override the baked-in sizes (the spec's forward passes them); every
-    other keyword (``M=``, the config's own keys) is ignored. ``executor.bound_shape`` = (N, K)
-    tells ``MixedModule`` that the config is fixed inside, so it can call ``executor(x, *Wc,
-    bias=b)`` without re-passing the config on every call.
-    """
-    e = _instance_by_name(config.get("instance"))
-    if e is None:
-        raise ValueError(f"config names instance {config.get('instance')!r}, which this build does not have "
-                         f"(see stoicc_ext.list_instances())")
-    op = torch.ops.stoicc.spmm.default
-    idx, split = int(e["index"]), int(config.get("SPLIT_K", 0))
-    bn, bk = int(e["BLOCK_N"]), int(e["BLOCK_K"])
-    N0, K0 = int(N), int(K)
-
-    def executor(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
-                 dense_values, bias=None, N=N0, K=K0, **_ignored):
-        return op(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
-                  dense_values, bias, N, K, bn, bk, idx, split)
-
-    executor.__name__ = executor.__qualname__ = f"stoicc_{e['name']}_split{split}"
-    executor.__doc__ = (f"torch.ops.stoicc.spmm with instance {e['name']} (index {idx}), SPLIT_K={split}, "
-                        f"{bn}x{bk} tiles; call as executor(x, *Wc, bias=None, **config).")
-    executor.config = dict(config)
-    executor.instance_index = idx
-    executor.bound_shape = (N0, K0)
-    return executor
-
-
-# --------------------------------------------------------------------------------------
-# User schedules: configs, compression, executors
-# --------------------------------------------------------------------------------------
-
-def _user_full_config(name, ucfg):
-    """A user config as ``inspect`` reports it: canonical keys and aliases added, the user's own
-    spelling kept, ``schedule`` set."""
+def _full_config(name, ucfg):
+    """A launcher's config as ``inspect`` reports it: canonical keys and aliases added, the
+    user's own spelling kept, ``schedule`` set."""
     cfg = with_aliases(canonical(ucfg))
     cfg.update(ucfg)
     cfg["schedule"] = name
     return cfg
 
 
-def _user_config_of(sch, full_cfg):
-    """The user config of ``sch`` whose full config is ``full_cfg``, or None."""
-    want = _jsonable(full_cfg)
-    for ucfg in sch.expand():
-        if _jsonable(_user_full_config(sch.name, ucfg)) == want:
-            return ucfg
-    return None
+class UserSchedule(TunedSchedule):
+    """A launcher with its configs and compressor (a user ``Schedule``)."""
 
+    def __init__(self, name, spec):
+        self.name = name
+        self.spec = spec
 
-def _user_compress(sch, W, ucfg):
-    comp = sch.compressor or (lambda W_, c: _compress(W_, c))
-    Wc = comp(W, ucfg)
-    if not isinstance(Wc, (tuple, list)):
-        raise TypeError(f"schedule {sch.name!r}: compressor must return a tuple of tensors (Wc, unpacked as "
-                        f"*Wc by the executor), got {type(Wc).__name__}")
-    return Wc
+    def signature(self):
+        """A launcher is named by its qualified name: change the name, or STOICC_FORCE_RETUNE=1,
+        after editing its code."""
+        s = self.spec
+        return dict(name=self.name, builtin=False, launcher=_qualname(s.launcher),
+                    compressor=_qualname(s.compressor), compress_keys=s.compress_keys,
+                    configs=_jsonable(s._expanded))
 
+    def candidates(self, space):
+        out = []
+        for ucfg in self.spec.expand():
+            cfg = _full_config(self.name, ucfg)
+            if space is None or space.allows(cfg):
+                out.append(Candidate(self, cfg, launch_config=ucfg))
+        return out
 
-def _user_executor(schedule, added_keys):
-    launcher = schedule.launcher
-    drop = tuple(added_keys)
+    def compress_key(self, cand):
+        ccfg = canonical(cand.launch_config)
+        if self.spec.compressor is None:
+            # stoicc's compress reads only the tile shape: the same weight the kernel candidates
+            # of that shape read, compressed once whatever compress_keys says
+            return ("stoicc", int(ccfg["BLOCK_N"]), int(ccfg["BLOCK_K"]))
+        if self.spec.compress_keys is not None:
+            return ("user", self.name) + tuple(repr(ccfg.get(k)) for k in self.spec.compress_keys)
+        return ("user", self.name, json.dumps(_jsonable(ccfg)))
 
-    def executor(x, *Wc, **kwargs):
-        for k in drop:
-            kwargs.pop(k, None)
-        return launcher(x, *Wc, **kwargs)
+    def compress(self, W, cand):
+        return self._compress_with(W, cand.launch_config)
 
-    executor.__name__ = executor.__qualname__ = f"stoicc_user_{schedule.name}"
-    executor.__doc__ = f"user schedule {schedule.name!r}: {_qualname(launcher)} (inspector-added keys dropped)"
-    return executor
+    def compress_config(self, W, config):
+        ucfg = self._launch_config_of(config)
+        if ucfg is None:
+            raise ValueError(f"best_config {config} is not one of schedule {self.name!r}'s configs")
+        return self._compress_with(W, ucfg)
 
+    def _compress_with(self, W, ucfg):
+        comp = self.spec.compressor or (lambda W_, c: _compress(W_, c))
+        Wc = comp(W, ucfg)
+        if not isinstance(Wc, (tuple, list)):
+            raise TypeError(f"schedule {self.name!r}: compressor must return a tuple of tensors (Wc, unpacked as "
+                            f"*Wc by the executor), got {type(Wc).__name__}")
+        return Wc
 
-def _bind(schedules, choice, N, K):
-    """(executor, best_config) for a stored choice, bound to the schedules given now; None if
-    the choice does not fit them any more."""
-    name, cfg = choice.get("schedule"), choice.get("config")
-    sch = schedules.get(name)
-    if sch is None or not isinstance(cfg, dict):
+    def launch_fn(self, cand, X, N, K):
+        launcher, ucfg = self.spec.launcher, cand.launch_config
+        return lambda *w: launcher(X, *w, **ucfg)
+
+    def _launch_config_of(self, config):
+        """The launcher config whose full config is ``config``, or None."""
+        want = _jsonable(config)
+        for ucfg in self.spec.expand():
+            if _jsonable(_full_config(self.name, ucfg)) == want:
+                return ucfg
         return None
-    if sch.builtin:
-        e = _instance_by_name(cfg.get("instance"))
-        if e is None or e["schedule"] != name:
+
+    def bind(self, config, N, K):
+        ucfg = self._launch_config_of(config)
+        if ucfg is None:
             return None
-        cfg = _builtin_config(e, int(cfg.get("SPLIT_K", 0)))
-        return executor_for(cfg, N, K), cfg
-    ucfg = _user_config_of(sch, cfg)
-    if ucfg is None:
-        return None
-    full = _user_full_config(name, ucfg)
-    if sch.executor_factory is not None:
-        return sch.executor_factory(full), full
-    ex = _user_executor(sch, [k for k in full if k not in ucfg])
-    ex.config = dict(full)
-    return ex, full
+        full = _full_config(self.name, ucfg)
+        return self.executor(full, [k for k in full if k not in ucfg]), full
+
+    def executor(self, full, added_keys):
+        """The executor of one config: the launcher, with the keys ``inspect`` added to the user's
+        config (aliases, ``schedule``) dropped from its keyword arguments."""
+        launcher = self.spec.launcher
+        drop = tuple(added_keys)
+
+        def executor(x, *Wc, **kwargs):
+            for k in drop:
+                kwargs.pop(k, None)
+            return launcher(x, *Wc, **kwargs)
+
+        executor.__name__ = executor.__qualname__ = f"stoicc_user_{self.name}"
+        executor.__doc__ = f"user schedule {self.name!r}: {_qualname(launcher)} (inspector-added keys dropped)"
+        executor.config = dict(full)
+        return executor

@@ -126,3 +126,15 @@ def test_sparsify_reports_a_failing_layer(monkeypatch):
     assert isinstance(model.model.layers[0].mlp.gate_proj, nn.Linear) and len(rep.converted) == 6
     with pytest.raises(RuntimeError, match="boom"):
         STOICC.sparsify_(model2, strict=True, verbose=False)
+
+
+def test_sparsify_classifies_each_weight_once(monkeypatch):
+    """One TileMap per weight: the tile fractions, the cache key, the candidates' tile counts and
+    the compression all read the map classified once."""
+    from stoicc_ext.format import tile_map
+    calls = []
+    real = tile_map.classify_tiles
+    monkeypatch.setattr(tile_map, "classify_tiles", lambda W, *a, **k: calls.append(tuple(W.shape)) or real(W, *a, **k))
+    report = STOICC.sparsify_(patch_model(n_layers=1), decode_tokens=8, prefill_tokens=64, verbose=False)
+    classified = [r for r in report.rows if r.frac_24 is not None]
+    assert report.converted and len(calls) == len(classified)

@@ -12,8 +12,11 @@ import torch
 
 import stoicc_ext
 import stoicc_ext as STOICC
-from stoicc_ext.tuning import candidates as cand_mod
+from stoicc_ext.format import tile_map as tile_map_mod
+from stoicc_ext.format.tile_map import TileMap
 from stoicc_ext.tuning import inspector as insp_mod
+from stoicc_ext.tuning.device import NOMINAL
+from stoicc_ext.tuning.kernels import KernelSchedule
 from stoicc_ext.tuning import cache as tuning_cache
 from stoicc_ext.testing import random_patch_weight
 
@@ -501,7 +504,7 @@ def test_no_tuning_during_capture(monkeypatch):
     timer = FakeTimer()
     insp = STOICC.Inspector(timer=timer, verbose=False)
     monkeypatch.setattr(insp_mod, "_tuning_forbidden", lambda W=None: "CUDA-graph capture")
-    monkeypatch.setattr(insp_mod, "classify_tiles", lambda *a, **k: pytest.fail("W read during capture"))
+    monkeypatch.setattr(tile_map_mod, "classify_tiles", lambda *a, **k: pytest.fail("W read during capture"))
     with pytest.warns(RuntimeWarning, match="CUDA-graph capture"):
         ex, cfg = insp.inspect(X, W)
     assert timer.calls == [] and insp.last_report.source == "heuristic"
@@ -515,9 +518,10 @@ def test_no_tuning_during_capture(monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_coarsened_tile_map_matches_classification(seed):
     W = weight(512, 1024, frac=0.5, seed=seed, tile=64)
-    tm64 = stoicc_ext.classify_tiles(W, 64, 64)
+    tiles = TileMap.of(W)
+    assert torch.equal(tiles.fine, stoicc_ext.classify_tiles(W, 64, 64))
     for bn, bk in ((128, 128), (128, 64), (64, 128)):
-        c = insp_mod._coarsen(tm64, bn // 64, bk // 64)
+        c = tiles.at(bn, bk)
         assert torch.equal(c, stoicc_ext.classify_tiles(W, bn, bk)), (bn, bk)
 
 
@@ -532,14 +536,16 @@ def test_progress_and_verbose(capsys):
 
 
 def test_split_candidates_follow_bench_rules():
-    props = dict(cand_mod._NOMINAL, device_type="cuda")
+    props = NOMINAL
     e = next(x for x in stoicc_ext.list_instances() if x["schedule"] == "split_k" and x["BLOCK_M"] == 16
              and x["BLOCK_N"] == 128 and x["BLOCK_K"] == 128)
-    assert cand_mod._splits(e, 16, 4096, 4096, props, None) == [1, 2, 3, 4, 6, 8]        # <= 8 on Hopper
-    assert cand_mod._splits(e, 16, 4096, 512, props, None) == [1, 2, 3, 4]               # <= K tiles
+    split_k = KernelSchedule("split_k")
+    assert split_k.splits(e, 16, 4096, 4096, props, None) == [1, 2, 3, 4, 6, 8]        # <= 8 on Hopper
+    assert split_k.splits(e, 16, 4096, 512, props, None) == [1, 2, 3, 4]               # <= K tiles
     sk = next(x for x in stoicc_ext.list_instances() if x["schedule"] == "stream_k")
-    assert cand_mod._splits(sk, 16, 4096, 4096, props, (10, 2)) == [0]                   # G <= work
-    assert cand_mod._splits(sk, 16, 4096, 4096, props, (700, 300)) == [0, 132, 264]
+    stream_k = KernelSchedule("stream_k")
+    assert stream_k.splits(sk, 16, 4096, 4096, props, (10, 2)) == [0]                   # G <= work
+    assert stream_k.splits(sk, 16, 4096, 4096, props, (700, 300)) == [0, 132, 264]
 
 
 # --------------------------------------------------------------------------------------
