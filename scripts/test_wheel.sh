@@ -10,8 +10,8 @@
 #                      e.g. "torch==2.10.*" to test the floor the wheel claims)
 #   STOICC_KEEP=1      keep the temp dir (venv + test copy) and print where it is
 #
-# The tests are copied (tests/, plus bench/ and examples/, which some of them load, and
-# pyproject.toml for the pytest settings) into a temp dir with no stoicc_ext/ in it, so
+# The checkout minus the package (tests/ and what they read: bench/, examples/, docs/, README.md,
+# pyproject.toml's pytest settings) is copied into a temp dir with no stoicc_ext/ in it, so
 # `import stoicc_ext` resolves to the installed wheel; the script checks that it does and that
 # the compiled extension loaded. Exit status: pytest's, or 1 if the set-up fails.
 set -euo pipefail
@@ -41,12 +41,18 @@ t0=$(date +%s)
 "$PY" -m pip install -q "$WHL[test]" "${STOICC_TEST_TORCH:-torch}" || die "pip install failed"
 log "installed in $(( $(date +%s) - t0 )) s: $("$PY" -m pip list 2>/dev/null | grep -E '^(stoicc|torch|transformers) ' | tr -s ' ' | paste -sd, -)"
 
-# The tests and what they load, without the package sources.
+# The tests and everything they read (bench/, examples/, README.md, docs/, ...): the checkout's
+# files (tracked, and untracked ones git does not ignore) except the package's own sources.
 mkdir -p "$WORK/src"
-for d in tests bench examples; do
-  [ -d "$REPO/$d" ] && cp -r "$REPO/$d" "$WORK/src/"
-done
-cp "$REPO/pyproject.toml" "$WORK/src/"
+if git -C "$REPO" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+     | grep -zv -e '^stoicc_ext/' -e '^\.' \
+     | xargs -0 -I{} sh -c '[ -f "$1" ] && exec cp --parents "$1" "$2"' _ {} "$WORK/src")
+else
+  for d in tests bench examples docs; do [ -d "$REPO/$d" ] && cp -r "$REPO/$d" "$WORK/src/"; done
+  cp "$REPO/pyproject.toml" "$REPO/README.md" "$WORK/src/"
+fi
+[ ! -e "$WORK/src/stoicc_ext" ] || die "stoicc_ext/ was copied next to the tests"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 cd "$WORK/src"
 "$PY" - "$WORK/venv" <<'PYEOF' || die "the installed package is not the one imported, or its extension did not load"
