@@ -56,13 +56,13 @@ QUICK = dict(shapes="4096x4096,11008x4096,4096x11008,896x4864", m=[1, 16, 2048],
 HOST_M, HOST_FRAC = 16, 0.5
 
 
-def patch_weight(N, K, frac, dtype, seed, device="cuda"):
+def patch_weight(N, K, frac, dtype, seed, device=None):
     """Synthetic PATCH weight (``stoicc_ext.testing.random_patch_weight``, the library's one
     generator, values drawn on ``device``: fast for 70B-class shapes on a GPU): a fraction
     ``frac`` of the 128x128 tiles, placed at random, pruned 2:4 by magnitude, the rest dense;
     values of magnitude 0.1-1 with random signs (never zeros)."""
-    W, _ = random_patch_weight(N, K, frac, dtype=dtype, device=device, generator=torch.Generator().manual_seed(seed),
-                               values_on_device=True)
+    W, _ = random_patch_weight(N, K, frac, dtype=dtype, device=device or DEVICE,
+                               generator=torch.Generator().manual_seed(seed), values_on_device=True)
     return W
 
 
@@ -77,6 +77,7 @@ def candidates(M, N, K, Wc):
 
 
 VERBOSE = False
+DEVICE = "cuda"        # where main() builds the weights and inputs (a test runs it on the CPU with fake timers)
 
 
 def compressed_copies(W, blocks=BLOCKS, cache=None):
@@ -228,6 +229,7 @@ def parse_args(argv=None):
     ap.add_argument("--tag", default=None, help="suffix of the result file names (none: the canonical table)")
     ap.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG figures")
     ap.add_argument("--verbose", action="store_true", help="print every candidate's time")
+    ap.add_argument("--list", action="store_true", help="print the cases this command would time and exit (no GPU)")
     args = ap.parse_args(argv)
     args.argv = " ".join(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -248,6 +250,8 @@ def main(argv=None):
     args = parse_args(argv)
     global VERBOSE
     VERBOSE = args.verbose
+    if args.list:
+        return list_plan(plan(args.shape_list, args.fracs, args.ms, args.bf16_subset))
     if not torch.cuda.is_available():
         sys.exit("bench_kernels needs a CUDA GPU")
     if not stoicc_ext.extension_loaded:
@@ -291,7 +295,7 @@ def main(argv=None):
         W = patch_weight(shape.n, shape.k, frac, dtype, seed=shape.n * 7 + shape.k + int(frac * 100))
         cache, Ws = {}, rotated_copies(W)
         for M in todo:
-            x = torch.randn(M, shape.k, device="cuda", dtype=dtype)
+            x = torch.randn(M, shape.k, device=DEVICE, dtype=dtype)
             best = bench_stoicc(W, x, densify=M >= args.densify_min_m, cache=cache, repeats=args.repeats)
             c_ms = bench_cublas(W, x, repeats=args.repeats, Ws=Ws)
             cslt = (None, None)
@@ -310,6 +314,17 @@ def main(argv=None):
     print(f"timed in {time.perf_counter() - t0:.0f} s")
     write_results(data, args.out, tag, figures=args.plots, quiet=False)
     return data
+
+
+def list_plan(work):
+    """Print one line per synthetic weight of a plan (shape, model, projection, dtype, f, M
+    values) and the totals; returns the number of cases."""
+    for s, f, dtype, ms in work:
+        print(f"{s.n:>6}x{s.k:<6} {s.group:<8} {(s.model + ' ' + s.proj):<44} {str(dtype)[6:]:<8} f={f:<4} "
+              f"M={','.join(map(str, ms))}")
+    n = sum(len(ms) for *_, ms in work)
+    print(f"{len(work)} weights, {n} cases ({sum(len([m for m in ms if m <= 64]) for *_, ms in work)} at M <= 64)")
+    return n
 
 
 def measure_host(data, shapes, out, tag):

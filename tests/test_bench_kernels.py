@@ -148,3 +148,48 @@ def test_runs_as_module_and_as_script(how, tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "M = 16, f = 1.0: speedup >= 1.70x" in out.stdout
+
+
+def test_list_prints_the_plan_without_a_gpu(capsys):
+    assert bk.main(["--list", "--quick"]) == 4 * 3 * 3 + 2 * 3      # 4 shapes x 3 f x 3 M, bf16: 2 shapes x 3 f
+    out = capsys.readouterr().out
+    assert "896x4864" in out and "Qwen2.5-0.5B down" in out and "18 weights, 42 cases (30 at M <= 64)" in out
+
+
+@needs_ext
+def test_main_loop_with_fake_timers(tmp_path, monkeypatch, capsys):
+    """The whole of main() on the CPU, the GPU's parts faked: the ceilings, the graph timer (a
+    time from the candidate's bytes), the copies and the host timer. Checks the plan is walked
+    once per weight, the records, --resume, and the files."""
+    import types
+    monkeypatch.setattr(bk, "DEVICE", "cpu")
+    monkeypatch.setattr(bk.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bk.torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    monkeypatch.setattr(bk.torch.cuda, "get_device_properties", lambda *a: types.SimpleNamespace(multi_processor_count=132))
+    monkeypatch.setattr(bk.torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bk, "bandwidth_ceilings", lambda: dict(copy_tbps=4.28, read_tbps=4.24, ceiling_bytes=2 << 30))
+    monkeypatch.setattr(bk, "rotated_copies", lambda w: [w])
+    monkeypatch.setattr(bk, "host_us_per_call", lambda fn, **k: (fn(), 6.0)[1])
+    calls = []
+
+    def fake_time_graph(fn, args_list, repeats=15, use_graph=True, **k):
+        calls.append(fn)
+        w = args_list[0][0] if args_list and args_list[0] else None
+        nbytes = w.nbytes if hasattr(w, "nbytes") and not isinstance(w, torch.Tensor) else \
+            (w.numel() * w.element_size() if isinstance(w, torch.Tensor) else 0)
+        return 1e-3 + nbytes / 3e9                     # ms: 3 TB/s plus 1 us
+    monkeypatch.setattr(bk, "time_graph", fake_time_graph)
+    argv = ["--shapes", "256x512", "--m", "16,256", "--frac", "0.5,1.0", "--no-bf16-subset", "--no-plots",
+            "--out", str(tmp_path), "--tag", "fake"]
+    data = bk.main(argv)
+    assert [(r["m"], r["frac"]) for r in data["records"]] == [(16, 0.5), (256, 0.5), (16, 1.0), (256, 1.0)]
+    r = data["records"][0]
+    assert r["group"] == "custom" and r["speedup"] > 1 and r["compressed_bytes"] < r["dense_bytes"]
+    assert data["records"][1]["densify_ms"] is not None and r["densify_ms"] is None   # densify from M = 128 on
+    assert data["read_tbps"] == 4.24 and data["peak_tflops"]["sparse_24"] == pytest.approx(1978.9)
+    assert data["host"][0]["extra_us"] == 0.0 and data["host"][0]["instance"] >= 0   # the table's kernel at M=16 f=0.5
+    assert (tmp_path / "kernels_H200_fake.md").exists()
+    n = len(calls)
+    data = bk.main(argv + ["--resume"])                 # nothing left to time
+    assert len(calls) == n and len(data["records"]) == 4
+    assert "4 cases (4 rows already in" in capsys.readouterr().out
