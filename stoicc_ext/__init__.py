@@ -1,6 +1,6 @@
 """stoicc: tile-sparse (dense / 2:4 / empty tiles) GEMM for PATCH-pruned LLM weights.
 
-Use it as ``import stoicc_ext as STOICC`` (the spec's prefix).
+Use it as ``import stoicc_ext as STOICC``.
 """
 from ._version import __version__
 from ._library import extension_loaded, extension_error

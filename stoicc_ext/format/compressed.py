@@ -277,7 +277,7 @@ def compress(W, block_n=128, block_k=128, tile_map=None):
 
     The tile map is W's ``TileMap`` (classified from the values once per tensor) unless given;
     a given map is checked (``check_tile_map``). The result is validated before it is returned. ``compress(W, config)``
-    takes the tile shape from a config dict (``BLOCK_N``/``BLOCK_K``, the spec's spelling).
+    takes the tile shape from a config dict (``BLOCK_N``/``BLOCK_K`` or ``BLOCK_SIZE_N``/``BLOCK_SIZE_K``).
     """
     if isinstance(block_n, dict):  # compress(W, config): the tile shape of a config dict
         block_n, block_k = _config_tile(block_n)
@@ -375,7 +375,7 @@ def tile_map_of(Wc):
 
 
 def _config_tile(config):
-    """(BLOCK_N, BLOCK_K) of a config dict; the spec spells them BLOCK_N or BLOCK_SIZE_N."""
+    """(BLOCK_N, BLOCK_K) of a config dict, spelled BLOCK_N or BLOCK_SIZE_N."""
     try:
         bn = config["BLOCK_N"] if "BLOCK_N" in config else config["BLOCK_SIZE_N"]
         bk = config["BLOCK_K"] if "BLOCK_K" in config else config["BLOCK_SIZE_K"]

@@ -1,15 +1,14 @@
-"""``MixedModule``: the spec's module holding one compressed weight and two executors, one tuned for
+"""``MixedModule``: the module holding one compressed weight and two executors, one tuned for
 decode and one for prefill, chosen per call by the number of tokens.
 
     mm = MixedModule(compressed_weight=Wc, exec_prefill=best_exec_pre, exec_decoding=best_exec_dec,
                      cfg_prefill=best_config_pre, cfg_decoding=best_config_dec, N=W.shape[0], K=W.shape[1])
     y = mm(x)                                   # x [..., K] -> y [..., N] = x @ W.T (+ bias)
 
-    mm = MixedModule.from_linear(linear)        # the spec's recipe in one call (stoicc_ext.nn.recipe)
+    mm = MixedModule.from_linear(linear)        # stoicc_ext.nn.recipe in one call
 
-Routing (a deliberate deviation from the spec's forward): the spec sends a call to prefill when
-``x.shape[-2] != 1``, so a decode step of a batch given as a 2-D ``[16, K]`` input, as the
-spec's own ``X_decoding`` is, would run the prefill kernel. Here a call is decode when its
+Routing: a call is not sent to prefill on ``x.shape[-2] != 1``, which would run a decode step of a
+batch given as a 2-D ``[16, K]`` input on the prefill kernel. A call is decode when its
 number of tokens ``x.numel() // K`` (all leading dimensions together, which is the M the kernel
 sees) is at most ``decode_max_tokens``, by default the M the decode kernel was tuned at (16), and
 prefill otherwise. ``[16, K]``, ``[16, 1, K]`` and ``[1, 16, K]`` are all decode; ``[16, 128, K]``
@@ -45,12 +44,12 @@ def _executor_property(phase):
 class MixedModule(nn.Module):
     """One PATCH-pruned linear layer on stoicc kernels: ``y = x @ W.T (+ bias)``.
 
-    Arguments (the spec's constructor): ``compressed_weight`` (a ``CompressedWeight``, or any tuple
+    Arguments: ``compressed_weight`` (a ``CompressedWeight``, or any tuple
     of tensors that the executors read), ``exec_prefill`` / ``exec_decoding`` (executors from
     ``Inspector.inspect`` or ``executor_for``), ``cfg_prefill`` / ``cfg_decoding`` (their
     configs), ``N``, ``K`` (out and in features). Added: ``bias`` ([N], x's dtype) and
     ``decode_max_tokens`` (calls with at most this many tokens use the decode executor; default
-    16, the spec's decode batch).
+    16, the decode batch the recipe tunes at).
     """
 
     def __init__(self, compressed_weight, exec_prefill, exec_decoding, cfg_prefill, cfg_decoding, N, K,
@@ -96,10 +95,10 @@ class MixedModule(nn.Module):
 
     # ---- executors -------------------------------------------------------------------------
     # An executor whose config is fixed inside (the library's: ``executor_for``, the densify
-    # schedule's; they carry ``bound_shape``) is called as ``executor(x, *Wc, bias=b)``: the spec's
+    # schedule's; they carry ``bound_shape``) is called as ``executor(x, *Wc, bias=b)``: the full
     # call also passes ``M=, N=, K=`` and the whole config, which they would only discard, and
     # building those keyword arguments is most of a call's Python cost. Any other executor gets
-    # the spec's call. Decided once, when the executor is set.
+    # the full call. Decided once, when the executor is set.
 
     def _bound(self, ex):
         shape = getattr(ex, "bound_shape", False)
@@ -108,7 +107,7 @@ class MixedModule(nn.Module):
     exec_decoding = _executor_property("decoding")
     exec_prefill = _executor_property("prefill")
 
-    # ---- the spec's forward -------------------------------------------------------------
+    # ---- forward -------------------------------------------------------------------------
 
     def forward(self, x):
         lead = x.shape[:-1]
@@ -164,7 +163,7 @@ class MixedModule(nn.Module):
     @classmethod
     def from_linear(cls, linear, *, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
                     allow_dense=False, decode_max_tokens=None):
-        """The spec's recipe on ``linear.weight`` (``stoicc_ext.nn.recipe.tune_weight``): tune decode at
+        """The decode/prefill recipe on ``linear.weight`` (``stoicc_ext.nn.recipe.tune_weight``): tune decode at
         ``decode_tokens``, pin its tile shape, tune prefill at ``prefill_tokens``, compress once
         with the decode config. On a GPU the kernels are timed (and cached); on the CPU the
         Inspector's heuristic decides. The weight must be fp16/bf16, N and K multiples of 64.

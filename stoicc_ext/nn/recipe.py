@@ -1,14 +1,14 @@
-"""The spec's decode/prefill recipe for one weight: tune decode, pin its tile shape, tune prefill,
+"""The decode/prefill recipe for one weight: tune decode, pin its tile shape, tune prefill,
 compress once.
 
     tuned = tune_weight(W, inspector, decode_tokens=16, prefill_tokens=2048)
     tuned.compressed, tuned.exec_decoding, tuned.cfg_decoding, tuned.exec_prefill, tuned.cfg_prefill
 
-Differences from the spec's snippet, each on purpose:
+Two choices, each on purpose:
 
 * The inspector's own config space (``set_configs``) is kept: the tile-shape pin is intersected
-  with it, and the space is restored afterwards, so one Inspector can tune layer after layer (the
-  spec's snippet leaves the pin in place, and the next layer's decode tuning would inherit it).
+  with it, and the space is restored afterwards, so one Inspector can tune layer after layer (a
+  pin left in place would restrict the next layer's decode tuning).
 * A weight without any 2:4 tile (all dense, or only dense and empty tiles) is refused by
   ``Inspector.inspect``. With ``allow_dense=True`` the kernels are tuned on a *proxy*: W with its
   first dense 64 x 64 tile pruned to 2:4 by magnitude. The executors and configs do not depend on
@@ -28,8 +28,8 @@ from ..tuning.inspector import Inspector
 
 __all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
 
-DECODE_TOKENS = 16       # the spec's BS
-PREFILL_TOKENS = 2048    # the spec's BS * SEQ_LEN
+DECODE_TOKENS = 16       # a decode step of a batch of 16 sequences
+PREFILL_TOKENS = 2048    # their 128-token prompts together
 
 
 class TunedWeight:
@@ -80,7 +80,7 @@ def _phase_info(inspector, t0):
 @torch.no_grad()     # W may be a Parameter, kept as it is so that its TileMap is found again
 def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
                 allow_dense=False):
-    """The spec's recipe on one weight ``W`` ([N, K], fp16/bf16, on the device to tune for).
+    """The decode/prefill recipe on one weight ``W`` ([N, K], fp16/bf16, on the device to tune for).
 
     1. ``inspect`` a decode input ``[decode_tokens, K]``: picks the tile shape and the decode kernel;
     2. pin ``BLOCK_N``/``BLOCK_K`` to that tile shape (within the inspector's own config space);

@@ -1,5 +1,5 @@
 """Whole-model conversion: ``sparsify_(model)`` swaps, in place, every ``nn.Linear`` whose weight has
-a non-dense 128 x 128 tile for a ``MixedModule`` tuned with the spec's recipe.
+a non-dense 128 x 128 tile for a ``MixedModule`` tuned with the decode/prefill recipe.
 
     report = stoicc_ext.sparsify_(model)            # after applying a PATCH mask
     print(report)                                   # per layer: tiles, kernels, bytes, status
@@ -82,7 +82,7 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
     ``inspector``: the ``Inspector`` that tunes every layer (default:
     ``Inspector(use_default_configs=True, verbose=False)``); pass one with ``set_configs`` or a
     schedule subset to narrow the search. ``decode_tokens`` / ``prefill_tokens``: the M each
-    phase is tuned at (the spec's 16 and 16 x 128); calls with at most ``decode_tokens`` tokens run
+    phase is tuned at (16 and 16 x 128 by default); calls with at most ``decode_tokens`` tokens run
     the decode kernel. ``include_dense``: convert fully dense weights too. ``strict``: re-raise a
     layer's tuning or compression error instead of reporting it and keeping the layer dense.
     ``verbose``: one progress line per linear on stderr.

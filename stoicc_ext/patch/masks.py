@@ -1,7 +1,6 @@
 """PATCH's released masks (``mask.npz``): read them onto a dense model, write them.
 
-Format (PATCH's ``scripts/release/build_release.py``; ../shared/reference/format-and-hardware.md
-section 6.2), written with ``np.savez_compressed``:
+Format (PATCH's ``scripts/release/build_release.py``), written with ``np.savez_compressed``:
 
 * ``<name>`` (a parameter name, e.g. ``model.layers.0.self_attn.q_proj.weight``):
   ``np.packbits`` of the flattened row-major keep-mask (True = keep), numpy's default big-endian

@@ -10,8 +10,8 @@ A *config* is a plain dict describing one candidate kernel. Those of the built-i
                                   resident slot, chosen by the op), 1 (sequential)
     instance                      the manifest name of the compiled instance
 
-plus the spec's spellings ``BLOCK_SIZE_M``, ``BLOCK_SIZE_N``, ``BLOCK_SIZE_K`` with the same
-values. A config never holds ``M``, ``N``, ``K`` or ``bias``, so that the spec's
+plus the spellings ``BLOCK_SIZE_M``, ``BLOCK_SIZE_N``, ``BLOCK_SIZE_K`` with the same values. A
+config never holds ``M``, ``N``, ``K`` or ``bias``, so that the full executor call
 ``executor(x, *Wc, M=..., N=..., K=..., **cfg)`` never passes a key twice.
 
 A *config space* (``create_configs``) restricts the search: for each key it names, the
@@ -23,11 +23,11 @@ import json
 __all__ = ["ALIASES", "CONFIG_KEYS", "canonical", "canonical_key", "with_aliases", "ConfigSpace",
            "create_configs"]
 
-# Spec spelling -> canonical key.
+# BLOCK_SIZE_* spelling -> canonical key.
 ALIASES = {"BLOCK_SIZE_M": "BLOCK_M", "BLOCK_SIZE_N": "BLOCK_N", "BLOCK_SIZE_K": "BLOCK_K"}
 _SPELLED = {v: k for k, v in ALIASES.items()}
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages", "schedule", "SPLIT_K", "instance")
-# Keys a config may not hold: the spec's forward passes them beside **cfg.
+# Keys a config may not hold: MixedModule's forward passes them beside **cfg.
 RESERVED_KEYS = ("M", "N", "K", "bias")
 
 
@@ -50,7 +50,7 @@ def canonical(config):
 
 
 def with_aliases(config):
-    """The config plus the spec's ``BLOCK_SIZE_*`` spellings of every ``BLOCK_*`` key."""
+    """The config plus the ``BLOCK_SIZE_*`` spellings of every ``BLOCK_*`` key."""
     out = dict(config)
     for ck, spelled in _SPELLED.items():
         if ck in out:

@@ -1,5 +1,5 @@
-"""MixedModule (issue 5): the spec's constructor and forward, routing by token count, bias,
-buffers, torch.compile(fullgraph=True) on the CPU, from_linear (the spec's recipe), and on a GPU:
+"""MixedModule: its constructor and forward, routing by token count, bias,
+buffers, torch.compile(fullgraph=True) on the CPU, from_linear (the decode/prefill recipe), and on a GPU:
 capture/replay in CUDA graphs and the recipe end to end on a tiny model."""
 import copy
 import warnings
@@ -49,7 +49,7 @@ def x_of(*shape, dtype=torch.float16, device="cpu", seed=1):
 
 
 def spec_module(W, bias=None, decode_tokens=16, prefill_tokens=2048):
-    """The spec's snippet, verbatim in spirit: decode inspect, pin, prefill inspect, compress, construct."""
+    """The recipe call by call: decode inspect, pin, prefill inspect, compress, construct."""
     X_decoding = torch.randn(decode_tokens, W.shape[1], dtype=W.dtype, device=W.device)
     inspector = STOICC.Inspector(use_default_configs=True, verbose=False)
     best_exec_dec, best_config_dec = inspector.inspect(X_decoding, W, sparse_arg=1)
@@ -97,7 +97,7 @@ class Recorder:
 
 def test_bound_executors_get_no_config_per_call():
     """Library executors (config fixed inside) are called as ex(x, *Wc, bias=b); an executor bound
-    to another shape, like any other executor, gets the spec's call with M, N, K and the config."""
+    to another shape, like any other executor, gets the full call with M, N, K and the config."""
     W = weight()
     Wc = stoicc_ext.compress(W, 128, 128)
     cfg = dict(BLOCK_N=128, BLOCK_K=128)
@@ -355,7 +355,7 @@ def test_gpu_mixed_module_in_cuda_graph(M):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_gpu_recipe_end_to_end_tiny_model():
-    """The spec's recipe through sparsify_ on a tiny model on the GPU (real timing), then the whole
+    """The decode/prefill recipe through sparsify_ on a tiny model on the GPU (real timing), then the whole
     model eagerly, in a CUDA graph and under torch.compile, against the dense model."""
     model = patch_model(n_layers=1, device="cuda")
     x = hidden(16, device="cuda", batch=1)

@@ -136,7 +136,7 @@ def test_inspector_picks_densify_when_fastest(fresh_tuning_cache):
     assert isinstance(Wc, STOICC.CompressedWeight) and (Wc.block_n, Wc.block_k) == (cfg["BLOCK_N"], cfg["BLOCK_K"])
     y = ex(x, *Wc, M=x.shape[0], N=W.shape[0], K=W.shape[1], **cfg)
     assert_matches(y, reference(x, W), torch.float16)
-    # the spec's recipe: decode tuned (a compiled instance wins), prefill pinned to its tile shape
+    # the decode/prefill recipe: decode tuned (a compiled instance wins), prefill pinned to its tile shape
     # may pick densify; MixedModule runs both, eagerly and compiled
     timer2 = FakeTimer(lambda c: 1.0 + 0.01 * c.get("SPLIT_K", 0), densify_ms=None)
     timer2.score = lambda c: 0.1 if c["schedule"] == "densify" and c.get("BLOCK_N") == 128 and \

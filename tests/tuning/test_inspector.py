@@ -1,6 +1,6 @@
-"""The Inspector (issue 4): the spec's API, config spaces, the tuning cache, user schedules, bad
+"""The Inspector: its four-call API, config spaces, the tuning cache, user schedules, bad
 input, capture/compile behaviour. CPU tests use an injected fake timer (the real one needs CUDA
-events); the GPU tests run the spec's recipe end to end with the real timing protocol."""
+events); the GPU tests run the decode/prefill recipe end to end with the real timing protocol."""
 import json
 import os
 import subprocess
@@ -104,10 +104,10 @@ def test_executor_is_one_op_call(monkeypatch):
 def test_create_configs_and_aliases():
     s = STOICC.create_configs(BLOCK_N=[128], BLOCK_K=64)
     assert s.allows(dict(BLOCK_N=128, BLOCK_K=64, BLOCK_M=16))
-    assert s.allows(dict(BLOCK_SIZE_N=128, BLOCK_SIZE_K=64))          # spec spelling in the config
+    assert s.allows(dict(BLOCK_SIZE_N=128, BLOCK_SIZE_K=64))          # BLOCK_SIZE_* spelling in the config
     assert not s.allows(dict(BLOCK_N=64, BLOCK_K=64))
     assert not s.allows(dict(BLOCK_N=128))                            # constrained key missing
-    a = STOICC.create_configs(BLOCK_SIZE_N=[128], BLOCK_SIZE_K=[64])  # spec spelling in the space
+    a = STOICC.create_configs(BLOCK_SIZE_N=[128], BLOCK_SIZE_K=[64])  # BLOCK_SIZE_* spelling in the space
     assert a == s and "BLOCK_N=[128]" in repr(a)
     assert STOICC.create_configs(BLOCK_N=[64, 128], BLOCK_SIZE_N=[128]).constraints["BLOCK_N"] == [128]
     assert STOICC.create_configs(GROUP_SIZE_M=[4]).allows(dict(GROUP_SIZE_M=4))
@@ -153,7 +153,7 @@ def test_set_configs_restricts_the_search():
 
 
 def spec_recipe(inspector, W, BS, SEQ_LEN, device):
-    """The spec's tuning recipe, as written: decode, pin its tile shape, prefill, compress once.
+    """The tuning recipe, call by call: decode, pin its tile shape, prefill, compress once.
     Returns ((X_decoding, exec, config), (X_prefill, exec, config), Wc)."""
     X_decoding = torch.randn(BS, W.shape[1], dtype=W.dtype, device=device)
     best_exec_dec, best_config_dec = inspector.inspect(
@@ -176,7 +176,7 @@ def spec_recipe(inspector, W, BS, SEQ_LEN, device):
 
 
 def test_spec_recipe_decode_then_prefill_cpu():
-    """The spec's tuning recipe, as written, with a fake timer (favouring 128x64 tiles)."""
+    """The tuning recipe, call by call, with a fake timer (favouring 128x64 tiles)."""
     W = weight(256, 512)
     timer = FakeTimer(lambda c: (1.0 if (c["BLOCK_N"], c["BLOCK_K"]) == (128, 64) else 2.0) + 0.01 * c["SPLIT_K"])
     inspector = STOICC.Inspector(use_default_configs=True, timer=timer, verbose=False)
@@ -549,7 +549,7 @@ def test_split_candidates_follow_bench_rules():
 
 
 # --------------------------------------------------------------------------------------
-# GPU: the spec's API end to end with the real timing protocol
+# GPU: the API end to end with the real timing protocol
 # --------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
