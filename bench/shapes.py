@@ -9,9 +9,10 @@ shape ``[N, K]``; both must be multiples of 128 (the PATCH tile). Groups:
 - ``small``: projections of public 0.5-3 B models (hidden sizes 896 to 2048), read from their
   published ``config.json`` (hidden_size, intermediate_size, num_attention_heads,
   num_key_value_heads, head_dim); every one is a multiple of 128 (896 = 7 x 128, 4864 = 38 x 128,
-  8960 = 70 x 128, 11008 = 86 x 128). The k/v projections of these GQA models (128 to 512 output
-  features) are left out of the default group: at 0.1-2 MB they are launch-bound for any kernel;
-  ``small_kv`` has them.
+  8960 = 70 x 128, 11008 = 86 x 128). Not every small model fits the tile: SmolLM2-360M (hidden
+  960 = 7.5 x 128) and SmolLM2-135M (hidden 576 = 4.5 x 128) do not, so they are not here. The
+  k/v projections of these GQA models (128 to 512 output features) are left out of the default
+  group: at 0.1-2 MB they are launch-bound for any kernel; ``small_kv`` has them.
 - ``gemma``: Gemma-2-2B (hidden 2304 = 18 x 128, past the 2048 of the small-model range).
 
 Select with ``--shapes`` in the benchmarks: group names and explicit ``NxK`` entries, comma
