@@ -2,13 +2,13 @@
 
 Use it as ``import stoicc_ext as STOICC``.
 """
-from ._version import __version__
 from ._library import extension_loaded, extension_error
+from ._version import __version__
 from .format import FORMAT_VERSION, CompressedWeight, TileType, classify_tiles, compress, decompress, validate
-from .ops import list_instances, manifest, spmm
-from .tuning import ConfigSpace, InspectReport, Inspector, Schedule, create_configs, executor_for
 from .nn import MixedModule, SparsifyReport, load_compressed, save_compressed, sparsify_
+from .ops import list_instances, manifest, spmm
 from .patch import apply_patch_mask_, masks_from_model, prune_patch_oneshot_, read_patch_mask, write_patch_mask
+from .tuning import ConfigSpace, InspectReport, Inspector, Schedule, create_configs, executor_for
 
 __all__ = [
     "__version__", "extension_loaded", "extension_error",

@@ -27,8 +27,8 @@ from torch import nn
 
 from .._version import __version__
 from ..format.compressed import CompressedWeight
-from .mixed_module import MixedModule
 from ..tuning.library import is_library_config, library_executor
+from .mixed_module import MixedModule
 
 __all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 

@@ -19,12 +19,12 @@ import time
 
 import torch
 
-from ..tuning.configs import create_configs
 from ..format.compressed import CompressedWeight
-from ..tuning.report import _short
 from ..format.tile_map import FINE_TILE, TileMap, TileType
 from ..patch.prune import prune_to_24
+from ..tuning.configs import create_configs
 from ..tuning.inspector import Inspector
+from ..tuning.report import _short
 
 __all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
 

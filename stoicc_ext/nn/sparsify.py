@@ -27,12 +27,12 @@ import warnings
 import torch
 from torch import nn
 
-from ..tuning.report import _short
+from ..format.tile_map import TileMap, TileType
 from ..tuning.inspector import Inspector
+from ..tuning.report import _short
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
 from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
-from ..format.tile_map import TileMap, TileType
 
 __all__ = ["sparsify_", "PATCH_TILE"]
 

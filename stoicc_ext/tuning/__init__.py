@@ -3,8 +3,8 @@ candidates, timing, executor), its schedules and config spaces, the timing proto
 tuning cache."""
 from .configs import ConfigSpace, create_configs
 from .inspector import Inspector
-from .report import InspectReport
 from .kernels import executor_for
+from .report import InspectReport
 from .schedules import Schedule
 
 __all__ = ["ConfigSpace", "create_configs", "Inspector", "InspectReport", "Schedule", "executor_for"]

@@ -14,7 +14,7 @@ import json
 
 from ..format.compressed import compress as _compress
 from .cache import _jsonable
-from .configs import CONFIG_KEYS, ConfigSpace, RESERVED_KEYS, canonical, canonical_key, with_aliases
+from .configs import CONFIG_KEYS, RESERVED_KEYS, canonical, canonical_key, with_aliases
 
 __all__ = ["Schedule", "Candidate", "TunedSchedule", "UserSchedule"]
 
