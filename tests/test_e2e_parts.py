@@ -165,3 +165,15 @@ def test_timed_path_with_a_fake_generation(tmp_path, monkeypatch, capsys):
     if (tmp_path / "e2e_fake_time.png").exists() is False:
         pytest.importorskip("matplotlib")
         raise AssertionError("no figure written")
+
+
+def test_runs_as_a_script_from_anywhere(tmp_path):
+    """scripts/run.sh runs ``python bench/e2e.py``: the script finds the bench package itself."""
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(repo, "bench", "e2e.py"), "--help"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "--no-compile" in out.stdout and "--rows" in out.stdout
