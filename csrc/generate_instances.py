@@ -12,13 +12,14 @@ CI build time (x 2 dtypes x 4 archs).
 
 An instance belongs to a kernel family (``KernelFamily``): the header that defines its kernel,
 the kernel template whose shared-memory size the generated file checks, the launch functions it
-instantiates and the prefix of its name. A new family (say wgmma prefill kernels for sm_90a) adds
+instantiates, the prefix of its name, its lowest compute capability and its shared-memory size. A new family (say wgmma prefill kernels for sm_90a) adds
 a ``KernelFamily`` and its instances; the existing names and files do not change.
 """
 import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,11 +41,18 @@ class KernelFamily:
     uses_cluster: str    # USES_CLUSTER<params>(DType) -> bool
     prefix: str          # instance names start with it
     min_sm: int          # lowest compute capability (major*10+minor) its code runs on
+    smem_bytes: Callable[["Instance"], int]   # dynamic shared memory per CTA of an instance
+
+
+def mma_smem_bytes(x):
+    # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (unpadded,
+    # swizzled rows); + 1 KiB to align the base to 1024 bytes. Must match SpmmKernel::kSmemBytes
+    return x.stages * (2 * x.block_n * x.block_k + x.block_m * 2 * x.block_k) + 1024
 
 
 # mma.sync / mma.sp.sync (sm_80+) with a cp.async pipeline, bulk copies on sm_90.
 MMA = KernelFamily(name="mma", header="spmm_kernel.cuh", kernel="SpmmKernel", launcher="launch_instance",
-                   uses_cluster="instance_uses_cluster", prefix="spmm", min_sm=80)
+                   uses_cluster="instance_uses_cluster", prefix="spmm", min_sm=80, smem_bytes=mma_smem_bytes)
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,7 @@ class Instance:
 
     @property
     def smem_bytes(self):
-        # per stage: one dense weight tile (a 2:4 tile uses 9/16 of it) + the X slice (unpadded,
-        # swizzled rows); + 1 KiB to align the base to 1024 bytes. Must match SpmmKernel::kSmemBytes
-        return self.stages * (2 * self.block_n * self.block_k + self.block_m * 2 * self.block_k) + 1024
+        return self.family.smem_bytes(self)
 
     @property
     def tparams(self):
