@@ -140,7 +140,7 @@ def kernel_targets(data):
     return [t for t in out if t["cases"]]
 
 
-def is_spec_setup(data):
+def is_reference_setup(data):
     """Whether an e2e run is the reference set-up (the full 32-layer Llama-2-7B, batch 16, prompt
     128, 128 new tokens), the one the targets are stated for."""
     st = data.get("setup") or {}
@@ -157,15 +157,15 @@ def e2e_targets(data):
     main = [r for r in data["records"] if r.get("row", "main") == "main"]
     long = [r for r in data["records"] if r.get("row") == "long"]
     recs = [r for r in main if r.get("speedup") is not None]
-    spec = is_spec_setup(data)
-    note = "" if spec else " (not the spec's set-up)"
+    ref = is_reference_setup(data)
+    note = "" if ref else " (not the reference set-up)"
     out = []
     for s, want in E2E_SPEEDUP.items():
         rows = [r for r in recs if r["sparsity"] == s]
         out.append(_target(f"{s} %: end-to-end speedup >= {want:.2f}x{note}", rows,
                            lambda r, w=want: r["speedup"] >= w,
                            lambda r: f"{r['sparsity']} %: {r['speedup']:.3f}x"))
-    for s, limit in (E2E_WEIGHT_LIMIT if spec else {}).items():
+    for s, limit in (E2E_WEIGHT_LIMIT if ref else {}).items():
         rows = [r for r in main if r["sparsity"] == s]
         out.append(_target(f"{s} %: weight bytes within 1 % of the format's {limit:.3f}", rows,
                            lambda r, lim=limit: abs(r["weight_bytes_ratio"] / lim - 1) <= E2E_WEIGHT_TOL,
@@ -203,7 +203,7 @@ def format_text(path, data, kind, targets):
 
 
 def format_markdown(path, data, kind, targets):
-    lines = [f"Targets of the {kind} issue in `{path}` ({data.get('gpu')}, commit `{data.get('commit')}`), "
+    lines = [f"Targets ({kind}) in `{path}` ({data.get('gpu')}, commit `{data.get('commit')}`), "
              "counted by `bench/check_targets.py`:", "", "| target | met | missed |", "|---|---|---|"]
     for t in targets:
         lines.append(f"| {t['target']} | {t['met']}/{t['cases']} | {'; '.join(t['missed'])} |")

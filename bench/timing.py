@@ -1,6 +1,6 @@
 """Timing for the benchmarks.
 
-The protocol itself is the library's (``stoicc_ext.timing``, shared with the Inspector's tuner):
+The protocol itself is the library's (``stoicc_ext.tuning.timing``, shared with the Inspector's tuner):
 CUDA events, eager warm-up on a side stream, one CUDA graph over weight copies rotated past the
 L2, median of the replays. It is re-exported here, not copied. What only the benchmarks need is
 added: the memory-bandwidth ceilings measured by SM kernels, and the host (CPU) cost of an eager

@@ -1,4 +1,4 @@
-"""bench/check_targets.py: the issues' targets counted from recorded benchmark JSON (CPU only)."""
+"""bench/check_targets.py: the targets counted from recorded benchmark JSON (CPU only)."""
 import json
 import os
 
@@ -92,7 +92,7 @@ def test_e2e_in_model_bandwidth_and_long_prompt_targets():
                     decode_split=None if tbps is None else dict(stoicc_linear_tbps=tbps))
     data = dict(records=[r(0, 1.01), r(25, 1.2, 3.5), r(45, 1.5, 3.0), r(0, 0.99, row="long"), r(45, 1.3, row="long")])
     t = _by_name(ct.e2e_targets(data))
-    bw = t["decode-step stoicc linears >= 3.4 TB/s over their compressed bytes (not the spec's set-up)"]
+    bw = t["decode-step stoicc linears >= 3.4 TB/s over their compressed bytes (not the reference set-up)"]
     assert (bw["met"], bw["cases"]) == (1, 2) and bw["missed"] == ["45 %: 3.00 TB/s"]
     assert (t["long prompt, 0 %"]["met"], t["long prompt, 45 %"]["met"]) == (0, 1)
     # the long rows do not count against the main targets
