@@ -29,6 +29,7 @@
 
 #include "../common.h"
 #include "ptx.cuh"
+#include "launch.cuh"
 #include "tensor_map.cuh"
 
 namespace stoicc {
@@ -565,30 +566,6 @@ __global__ void __launch_bounds__(WN * WM * 32) spmm_kernel(const __grid_constan
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   SpmmKernel<T, BM, BN, BK, WN, WM, ST, SCHED>::run(a);
 #endif
-}
-
-// SASS version the runtime picked for `kernel` on the current device (cached per device): tells
-// whether the split-K reduction runs through clusters (sm_90 code) or the global workspace.
-template <typename F>
-int binary_version(F kernel) {
-  static int cache[64] = {};
-  int dev = 0;
-  cudaGetDevice(&dev);
-  if (dev < 64 && cache[dev]) return cache[dev];
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) return 0;
-  if (dev < 64) cache[dev] = attr.binaryVersion;
-  return attr.binaryVersion;
-}
-
-// Programmatic dependent launch is on unless STOICC_DISABLE_PDL=1 (read once per process): a
-// switch for A/B timing and for ruling PDL out when debugging.
-inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("STOICC_DISABLE_PDL");
-    return !(v && v[0] == '1');
-  }();
-  return on;
 }
 
 template <typename T, int BM, int BN, int BK, int WN, int WM, int ST, int SCHED>
