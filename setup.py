@@ -14,8 +14,8 @@ Build variables:
                       instance; the ones not compiled report so when chosen)
   MAX_JOBS            parallel compile jobs (torch's variable)
   STOICC_PREBUILT_EXT path of an already built _C.abi3.so (built from these sources with the same
-                      variables) to package instead of compiling; scripts/build_wheel.sh
-                      --reuse-build sets it after checking that the in-tree build is current
+                      variables) to package instead of compiling; scripts/build_wheel.sh sets it
+                      (unless --compile) once scripts/setup_env.sh has made the in-tree build current
 """
 import glob
 import importlib.util
