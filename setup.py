@@ -56,7 +56,7 @@ def cutlass_includes():
 
 
 def sources():
-    inst = sorted(glob.glob(os.path.join("csrc", "instances", "spmm_*.cu")))
+    inst = sorted(glob.glob(os.path.join("csrc", "instances", "*.cu")))
     only = [s for s in os.environ.get("STOICC_INSTANCES", "").split(",") if s]
     if only:
         inst = [p for p in inst if any(s in os.path.basename(p) for s in only)]

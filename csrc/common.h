@@ -52,6 +52,8 @@ struct InstanceInfo {
   // True when split-K partials are reduced inside a thread-block cluster on this device (sm_90
   // code), so that no workspace is needed; false: the caller allocates workspace + counters.
   bool (*uses_cluster)(DType);
+  // Arch-specific code (the sm_90a wgmma kernels): runs on compute capability min_sm only.
+  bool exact_sm;
 };
 
 // The generated registry (csrc/instances/registry.cpp).

@@ -47,6 +47,9 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
     return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
            std::to_string(split_k);
   if (p.cc < in.min_sm) return name + " needs compute capability >= " + std::to_string(in.min_sm);
+  if (in.exact_sm && p.cc != in.min_sm)
+    return name + " is sm_" + std::to_string(in.min_sm) + "a code: it runs on compute capability " +
+           std::to_string(in.min_sm) + " only (this GPU: " + std::to_string(p.cc) + ")";
   if ((int)in.smem_bytes > p.max_smem_optin)
     return name + " needs " + std::to_string(in.smem_bytes) + " bytes of shared memory per CTA; this GPU allows " +
            std::to_string(p.max_smem_optin);
@@ -76,7 +79,7 @@ int auto_split(const InstanceInfo& in, int M, int N, int K, int64_t n_sparse, in
 
 Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_sparse, int64_t n_dense,
                       const DeviceProps& p, const std::vector<int64_t>& allowed) {
-  const int want_bm = M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
+  const int want_bm = M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : M < 1024 ? 128 : 256;
   Choice best;
   int best_score = 1 << 30;
   for (int i = 0; i < kNumInstances; ++i) {
@@ -88,7 +91,9 @@ Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_s
     // prefill sizes the sequential schedule.
     int score = std::abs(in.block_m - want_bm) * 8;
     if (want_bm <= 64) score += in.schedule == kSplitK ? 0 : in.schedule == kSequential ? 1 : 2;
-    else score += in.schedule == kSequential ? 0 : 2;
+    // At prefill sizes the arch-specific wgmma kernels (sm_90a, the only exact_sm family) beat
+    // the mma.sync path wherever they run (H200 probe, experiments/wgmma-prefill).
+    else score += (in.schedule == kSequential ? 0 : 2) + (in.exact_sm ? 0 : 1);
     if ((int)in.smem_bytes > p.max_smem_per_sm / 2 && want_bm <= 64) score += 1;  // prefer 2+ CTAs per SM
     if (score < best_score) {
       best_score = score;

@@ -17,6 +17,7 @@ a ``KernelFamily`` and its instances; the existing names and files do not change
 """
 import hashlib
 import json
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -42,6 +43,7 @@ class KernelFamily:
     prefix: str          # instance names start with it
     min_sm: int          # lowest compute capability (major*10+minor) its code runs on
     smem_bytes: Callable[["Instance"], int]   # dynamic shared memory per CTA of an instance
+    exact_sm: bool = False  # arch-specific code (sm_90a): runs on min_sm only, not on newer GPUs
 
 
 def mma_smem_bytes(x):
@@ -50,9 +52,19 @@ def mma_smem_bytes(x):
     return x.stages * (2 * x.block_n * x.block_k + x.block_m * 2 * x.block_k) + 1024
 
 
+def wgmma_smem_bytes(x):
+    # per stage: the X slice + one dense weight tile; + 1 KiB alignment. SpmmWgmma::kSmemBytes
+    return x.stages * (x.block_m * 2 * x.block_k + 2 * x.block_n * x.block_k) + 1024
+
+
 # mma.sync / mma.sp.sync (sm_80+) with a cp.async pipeline, bulk copies on sm_90.
 MMA = KernelFamily(name="mma", header="spmm_kernel.cuh", kernel="SpmmKernel", launcher="launch_instance",
                    uses_cluster="instance_uses_cluster", prefix="spmm", min_sm=80, smem_bytes=mma_smem_bytes)
+# wgmma.sp / wgmma with TMA, warp-specialized (kernels/spmm_wgmma.cuh): sm_90a code only, so it
+# runs on compute capability 9.0 exactly (exact_sm). Template parameters: BM, BN, BK, stages.
+WGMMA = KernelFamily(name="wgmma", header="spmm_wgmma.cuh", kernel="SpmmWgmma", launcher="launch_wgmma_instance",
+                     uses_cluster="wgmma_uses_cluster", prefix="wgmma", min_sm=90, smem_bytes=wgmma_smem_bytes,
+                     exact_sm=True)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,8 @@ class Instance:
 
     @property
     def tparams(self):
+        if self.family is WGMMA:
+            return f"{self.block_m}, {self.block_n}, {self.block_k}, {self.stages}"
         return (f"{self.block_m}, {self.block_n}, {self.block_k}, {self.warps_n}, {self.warps_m}, {self.stages}, "
                 f"{SCHED_ENUM[self.schedule]}")
 
@@ -134,6 +148,23 @@ INSTANCES = [
     I(128, 64, 64, 2, 4, 4, "sequential", "prefill: 64x64 tiles"),
 ]
 
+# Prefill on Hopper (sm_90a): wgmma.sp for 2:4 tiles, wgmma for dense ones (kernels/spmm_wgmma.cuh).
+# 12 warps: a producer warpgroup and two consumer warpgroups, each a 64 x BM/(1 or 2) accumulator.
+# Per tile shape a 256-token block (fewer re-reads of W and more MMA work per stage: best at
+# M = 2048 on every shape of the H200 probe) and a 128-token block (twice the CTAs: best at M = 512),
+# each with as many stages as fit 227 KiB (experiments/wgmma-prefill/README.md).
+W = functools.partial(Instance, warps_n=12, warps_m=1, schedule="sequential", family=WGMMA)
+INSTANCES += [
+    W(256, 128, 128, stages=2, why="prefill, sm_90a: 128x128 tiles, 256 tokens (M >= 1024)"),
+    W(128, 128, 128, stages=3, why="prefill, sm_90a: 128x128 tiles, 128 tokens (M <= 512)"),
+    W(256, 128, 64, stages=4, why="prefill, sm_90a: 128x64 tiles, 256 tokens"),
+    W(128, 128, 64, stages=6, why="prefill, sm_90a: 128x64 tiles, 128 tokens"),
+    W(256, 64, 128, stages=2, why="prefill, sm_90a: 64x128 tiles, 256 tokens (two 64x128 accumulators)"),
+    W(128, 64, 128, stages=4, why="prefill, sm_90a: 64x128 tiles, 128 tokens"),
+    W(256, 64, 64, stages=5, why="prefill, sm_90a: 64x64 tiles, 256 tokens"),
+    W(128, 64, 64, stages=8, why="prefill, sm_90a: 64x64 tiles, 128 tokens"),
+]
+
 
 def instance_source(inst):
     fam = inst.family
@@ -152,7 +183,8 @@ def instance_source(inst):
 def manifest_entries(instances=INSTANCES):
     return [dict(index=i, name=x.name, family=x.family.name, BLOCK_M=x.block_m, BLOCK_N=x.block_n,
                  BLOCK_K=x.block_k, warps_n=x.warps_n, warps_m=x.warps_m, num_warps=x.num_warps,
-                 num_stages=x.stages, schedule=x.schedule, min_sm=x.min_sm, smem_bytes=x.smem_bytes, why=x.why)
+                 num_stages=x.stages, schedule=x.schedule, min_sm=x.min_sm, exact_sm=x.family.exact_sm,
+                 smem_bytes=x.smem_bytes, why=x.why)
             for i, x in enumerate(instances)]
 
 
@@ -171,7 +203,7 @@ def registry_source(instances=INSTANCES):
     for x in instances:
         lines.append(f'    {{"{x.name}", {x.block_m}, {x.block_n}, {x.block_k}, {x.warps_n}, {x.warps_m}, '
                      f"{x.stages}, {SCHED_ENUM[x.schedule]}, {x.min_sm}, &launch_{x.name}, "
-                     f"{x.smem_bytes}, &uses_cluster_{x.name}}},\n")
+                     f"{x.smem_bytes}, &uses_cluster_{x.name}, {'true' if x.family.exact_sm else 'false'}}},\n")
     lines.append("};\n")
     lines.append(f"const int kNumInstances = {len(instances)};\n")
     lines.append(f"const uint64_t kManifestHash = {manifest_hash(instances)}ULL;\n")

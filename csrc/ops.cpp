@@ -290,7 +290,7 @@ std::vector<int64_t> instance_info(int64_t i) {
   STD_TORCH_CHECK(i >= 0 && i < kNumInstances, "stoicc.instance_info: no instance ", i);
   const InstanceInfo& in = kInstances[i];
   return {in.block_m, in.block_n, in.block_k, in.warps_n, in.warps_m, in.stages, in.schedule, in.min_sm,
-          (int64_t)in.smem_bytes, in.launch != nullptr ? 1 : 0};
+          (int64_t)in.smem_bytes, in.launch != nullptr ? 1 : 0, in.exact_sm ? 1 : 0};
 }
 
 std::string instance_name(int64_t i) {
@@ -355,7 +355,7 @@ STABLE_TORCH_LIBRARY(stoicc, m) {
   // Number of compiled kernel instances.
   m.def("num_instances() -> int");
   // [block_m, block_n, block_k, warps_n, warps_m, stages, schedule (0 seq, 1 split_k, 2 stream_k), min_sm,
-  //  smem_bytes, compiled] of an instance.
+  //  smem_bytes, compiled, exact_sm (sm_90a code: runs on min_sm only)] of an instance.
   m.def("instance_info(int index) -> int[]");
   // Parameter-spelled name of an instance (the manifest key).
   m.def("instance_name(int index) -> str");

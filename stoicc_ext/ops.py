@@ -99,12 +99,13 @@ class InstanceInfo(NamedTuple):
     min_sm: int         # lowest compute capability, major * 10 + minor
     smem_bytes: int     # dynamic shared memory per CTA
     compiled: bool      # False: this build left it out (STOICC_INSTANCES)
+    exact_sm: bool      # arch-specific code (sm_90a wgmma kernels): runs on min_sm only
 
 
 def instance_info(index):
     """The registry's record of instance ``index`` (an ``InstanceInfo``)."""
     v = torch.ops.stoicc.instance_info(index)
-    return InstanceInfo(*v[:6], SCHEDULE_NAMES[v[6]], v[7], v[8], bool(v[9]))
+    return InstanceInfo(*v[:6], SCHEDULE_NAMES[v[6]], v[7], v[8], bool(v[9]), bool(v[10]))
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,29 +42,53 @@ __attribute__((weak)) int launch_spmm_m128_n128_k128_w2x4_s2_seq(const SpmmArgs&
 __attribute__((weak)) bool uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq(DType);
 __attribute__((weak)) int launch_spmm_m128_n64_k64_w2x4_s4_seq(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq(DType);
+__attribute__((weak)) int launch_wgmma_m256_n128_k128_w12x1_s2_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m256_n128_k128_w12x1_s2_seq(DType);
+__attribute__((weak)) int launch_wgmma_m128_n128_k128_w12x1_s3_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m128_n128_k128_w12x1_s3_seq(DType);
+__attribute__((weak)) int launch_wgmma_m256_n128_k64_w12x1_s4_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m256_n128_k64_w12x1_s4_seq(DType);
+__attribute__((weak)) int launch_wgmma_m128_n128_k64_w12x1_s6_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m128_n128_k64_w12x1_s6_seq(DType);
+__attribute__((weak)) int launch_wgmma_m256_n64_k128_w12x1_s2_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m256_n64_k128_w12x1_s2_seq(DType);
+__attribute__((weak)) int launch_wgmma_m128_n64_k128_w12x1_s4_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m128_n64_k128_w12x1_s4_seq(DType);
+__attribute__((weak)) int launch_wgmma_m256_n64_k64_w12x1_s5_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq(DType);
+__attribute__((weak)) int launch_wgmma_m128_n64_k64_w12x1_s8_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq(DType);
 
 const InstanceInfo kInstances[] = {
-    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk},
-    {"spmm_m16_n128_k128_w4x1_s3_splitk", 16, 128, 128, 4, 1, 3, kSplitK, 80, &launch_spmm_m16_n128_k128_w4x1_s3_splitk, 111616, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk},
-    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk},
-    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk},
-    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, kSplitK, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 62464, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk},
-    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, kSequential, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq},
-    {"spmm_m16_n128_k128_w4x1_s3_streamk", 16, 128, 128, 4, 1, 3, kStreamK, 80, &launch_spmm_m16_n128_k128_w4x1_s3_streamk, 111616, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk},
-    {"spmm_m16_n128_k64_w4x1_s4_streamk", 16, 128, 64, 4, 1, 4, kStreamK, 80, &launch_spmm_m16_n128_k64_w4x1_s4_streamk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk},
-    {"spmm_m32_n128_k64_w4x1_s3_splitk", 32, 128, 64, 4, 1, 3, kSplitK, 80, &launch_spmm_m32_n128_k64_w4x1_s3_splitk, 62464, &uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk},
-    {"spmm_m64_n128_k64_w2x2_s3_splitk", 64, 128, 64, 2, 2, 3, kSplitK, 80, &launch_spmm_m64_n128_k64_w2x2_s3_splitk, 74752, &uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk},
-    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 164864, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk},
-    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, kSplitK, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk},
-    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 132096, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk},
-    {"spmm_m64_n128_k64_w2x2_s4_splitk", 64, 128, 64, 2, 2, 4, kSplitK, 80, &launch_spmm_m64_n128_k64_w2x2_s4_splitk, 99328, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk},
-    {"spmm_m64_n128_k64_w2x2_s4_streamk", 64, 128, 64, 2, 2, 4, kStreamK, 80, &launch_spmm_m64_n128_k64_w2x2_s4_streamk, 99328, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk},
-    {"spmm_m32_n128_k64_w4x1_s4_streamk", 32, 128, 64, 4, 1, 4, kStreamK, 80, &launch_spmm_m32_n128_k64_w4x1_s4_streamk, 82944, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk},
-    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, kSequential, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 99328, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq},
-    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, kSequential, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 148480, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq},
-    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, kSequential, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 132096, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq},
-    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, kSequential, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 99328, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq},
+    {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk, false},
+    {"spmm_m16_n128_k128_w4x1_s3_splitk", 16, 128, 128, 4, 1, 3, kSplitK, 80, &launch_spmm_m16_n128_k128_w4x1_s3_splitk, 111616, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_splitk, false},
+    {"spmm_m16_n128_k64_w4x1_s4_splitk", 16, 128, 64, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n128_k64_w4x1_s4_splitk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_splitk, false},
+    {"spmm_m16_n64_k128_w4x1_s4_splitk", 16, 64, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n64_k128_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m16_n64_k128_w4x1_s4_splitk, false},
+    {"spmm_m16_n64_k64_w4x1_s6_splitk", 16, 64, 64, 4, 1, 6, kSplitK, 80, &launch_spmm_m16_n64_k64_w4x1_s6_splitk, 62464, &uses_cluster_spmm_m16_n64_k64_w4x1_s6_splitk, false},
+    {"spmm_m16_n128_k128_w4x1_s4_seq", 16, 128, 128, 4, 1, 4, kSequential, 80, &launch_spmm_m16_n128_k128_w4x1_s4_seq, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_seq, false},
+    {"spmm_m16_n128_k128_w4x1_s3_streamk", 16, 128, 128, 4, 1, 3, kStreamK, 80, &launch_spmm_m16_n128_k128_w4x1_s3_streamk, 111616, &uses_cluster_spmm_m16_n128_k128_w4x1_s3_streamk, false},
+    {"spmm_m16_n128_k64_w4x1_s4_streamk", 16, 128, 64, 4, 1, 4, kStreamK, 80, &launch_spmm_m16_n128_k64_w4x1_s4_streamk, 74752, &uses_cluster_spmm_m16_n128_k64_w4x1_s4_streamk, false},
+    {"spmm_m32_n128_k64_w4x1_s3_splitk", 32, 128, 64, 4, 1, 3, kSplitK, 80, &launch_spmm_m32_n128_k64_w4x1_s3_splitk, 62464, &uses_cluster_spmm_m32_n128_k64_w4x1_s3_splitk, false},
+    {"spmm_m64_n128_k64_w2x2_s3_splitk", 64, 128, 64, 2, 2, 3, kSplitK, 80, &launch_spmm_m64_n128_k64_w2x2_s3_splitk, 74752, &uses_cluster_spmm_m64_n128_k64_w2x2_s3_splitk, false},
+    {"spmm_m32_n128_k128_w4x1_s4_splitk", 32, 128, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m32_n128_k128_w4x1_s4_splitk, 164864, &uses_cluster_spmm_m32_n128_k128_w4x1_s4_splitk, false},
+    {"spmm_m32_n128_k64_w4x1_s4_splitk", 32, 128, 64, 4, 1, 4, kSplitK, 80, &launch_spmm_m32_n128_k64_w4x1_s4_splitk, 82944, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_splitk, false},
+    {"spmm_m64_n64_k128_w4x1_s4_splitk", 64, 64, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m64_n64_k128_w4x1_s4_splitk, 132096, &uses_cluster_spmm_m64_n64_k128_w4x1_s4_splitk, false},
+    {"spmm_m64_n128_k64_w2x2_s4_splitk", 64, 128, 64, 2, 2, 4, kSplitK, 80, &launch_spmm_m64_n128_k64_w2x2_s4_splitk, 99328, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_splitk, false},
+    {"spmm_m64_n128_k64_w2x2_s4_streamk", 64, 128, 64, 2, 2, 4, kStreamK, 80, &launch_spmm_m64_n128_k64_w2x2_s4_streamk, 99328, &uses_cluster_spmm_m64_n128_k64_w2x2_s4_streamk, false},
+    {"spmm_m32_n128_k64_w4x1_s4_streamk", 32, 128, 64, 4, 1, 4, kStreamK, 80, &launch_spmm_m32_n128_k64_w4x1_s4_streamk, 82944, &uses_cluster_spmm_m32_n128_k64_w4x1_s4_streamk, false},
+    {"spmm_m128_n128_k64_w2x4_s3_seq", 128, 128, 64, 2, 4, 3, kSequential, 80, &launch_spmm_m128_n128_k64_w2x4_s3_seq, 99328, &uses_cluster_spmm_m128_n128_k64_w2x4_s3_seq, false},
+    {"spmm_m128_n64_k128_w2x4_s3_seq", 128, 64, 128, 2, 4, 3, kSequential, 80, &launch_spmm_m128_n64_k128_w2x4_s3_seq, 148480, &uses_cluster_spmm_m128_n64_k128_w2x4_s3_seq, false},
+    {"spmm_m128_n128_k128_w2x4_s2_seq", 128, 128, 128, 2, 4, 2, kSequential, 80, &launch_spmm_m128_n128_k128_w2x4_s2_seq, 132096, &uses_cluster_spmm_m128_n128_k128_w2x4_s2_seq, false},
+    {"spmm_m128_n64_k64_w2x4_s4_seq", 128, 64, 64, 2, 4, 4, kSequential, 80, &launch_spmm_m128_n64_k64_w2x4_s4_seq, 99328, &uses_cluster_spmm_m128_n64_k64_w2x4_s4_seq, false},
+    {"wgmma_m256_n128_k128_w12x1_s2_seq", 256, 128, 128, 12, 1, 2, kSequential, 90, &launch_wgmma_m256_n128_k128_w12x1_s2_seq, 197632, &uses_cluster_wgmma_m256_n128_k128_w12x1_s2_seq, true},
+    {"wgmma_m128_n128_k128_w12x1_s3_seq", 128, 128, 128, 12, 1, 3, kSequential, 90, &launch_wgmma_m128_n128_k128_w12x1_s3_seq, 197632, &uses_cluster_wgmma_m128_n128_k128_w12x1_s3_seq, true},
+    {"wgmma_m256_n128_k64_w12x1_s4_seq", 256, 128, 64, 12, 1, 4, kSequential, 90, &launch_wgmma_m256_n128_k64_w12x1_s4_seq, 197632, &uses_cluster_wgmma_m256_n128_k64_w12x1_s4_seq, true},
+    {"wgmma_m128_n128_k64_w12x1_s6_seq", 128, 128, 64, 12, 1, 6, kSequential, 90, &launch_wgmma_m128_n128_k64_w12x1_s6_seq, 197632, &uses_cluster_wgmma_m128_n128_k64_w12x1_s6_seq, true},
+    {"wgmma_m256_n64_k128_w12x1_s2_seq", 256, 64, 128, 12, 1, 2, kSequential, 90, &launch_wgmma_m256_n64_k128_w12x1_s2_seq, 164864, &uses_cluster_wgmma_m256_n64_k128_w12x1_s2_seq, true},
+    {"wgmma_m128_n64_k128_w12x1_s4_seq", 128, 64, 128, 12, 1, 4, kSequential, 90, &launch_wgmma_m128_n64_k128_w12x1_s4_seq, 197632, &uses_cluster_wgmma_m128_n64_k128_w12x1_s4_seq, true},
+    {"wgmma_m256_n64_k64_w12x1_s5_seq", 256, 64, 64, 12, 1, 5, kSequential, 90, &launch_wgmma_m256_n64_k64_w12x1_s5_seq, 205824, &uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq, true},
+    {"wgmma_m128_n64_k64_w12x1_s8_seq", 128, 64, 64, 12, 1, 8, kSequential, 90, &launch_wgmma_m128_n64_k64_w12x1_s8_seq, 197632, &uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq, true},
 };
-const int kNumInstances = 20;
-const uint64_t kManifestHash = 9020100102784920535ULL;
+const int kNumInstances = 28;
+const uint64_t kManifestHash = 8735012465169738847ULL;
 }  // namespace stoicc

@@ -23,7 +23,13 @@ TILE_PREFERENCE = ((128, 128), (128, 64), (64, 128), (64, 64))
 
 def _m_bucket(M):
     """The token block the kernels are built for that fits M (the heuristic's choice)."""
-    return 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128
+    return 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128 if M < 1024 else 256
+
+
+def _keeps_every_block(e, M):
+    """The prefill wgmma instances (exact_sm) are few: every token block up to M is timed, since
+    which one wins depends on M and the shape (128 at M = 512, 256 at M = 2048 on the H200)."""
+    return bool(e.get("exact_sm")) and e["BLOCK_M"] <= max(128, M)
 
 
 def kernel_candidates(M, N, K, props, counts, schedules=None, space=None):
@@ -38,7 +44,7 @@ def kernel_candidates(M, N, K, props, counts, schedules=None, space=None):
     for sch in schedules:
         bm_fixed = space_bm or "BLOCK_M" in sch.constraints
         for c in sch.instance_candidates(M, N, K, props, counts, space):
-            by_tile.setdefault(c.tile, []).append((c, bm_fixed))
+            by_tile.setdefault(c.tile, []).append((c, bm_fixed or _keeps_every_block(c.instance, M)))
     out = []
     for pairs in by_tile.values():
         free = [c for c, fixed in pairs if not fixed]

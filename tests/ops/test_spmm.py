@@ -250,8 +250,8 @@ def test_manifest_matches_binary():
         info = instance_info(e["index"])
         assert (info.block_m, info.block_n, info.block_k, info.warps_n, info.warps_m, info.stages) == (
             e["BLOCK_M"], e["BLOCK_N"], e["BLOCK_K"], e["warps_n"], e["warps_m"], e["num_stages"])
-        assert (info.schedule, info.min_sm, info.smem_bytes, info.compiled) == (
-            e["schedule"], e["min_sm"], e["smem_bytes"], e["compiled"])
+        assert (info.schedule, info.min_sm, info.smem_bytes, info.compiled, info.exact_sm) == (
+            e["schedule"], e["min_sm"], e["smem_bytes"], e["compiled"], e["exact_sm"])
         assert torch.ops.stoicc.instance_name(e["index"]) == e["name"]
 
 
@@ -260,7 +260,7 @@ def test_manifest_matches_binary():
 # --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("props", [H100, A100, L4], ids=["H100", "A100", "L4"])
-@pytest.mark.parametrize("M,want_bm", [(1, 16), (16, 16), (17, 32), (64, 64), (2048, 128)])
+@pytest.mark.parametrize("M,want_bm", [(1, 16), (16, 16), (17, 32), (64, 64), (512, 128), (2048, 256)])
 def test_choose_config_on_given_device(props, M, want_bm):
     """The heuristic runs on the CPU for a described device: a compiled instance of the weight's
     tile shape that fits the device, the token block nearest M, and for a split schedule the split
@@ -270,8 +270,13 @@ def test_choose_config_on_given_device(props, M, want_bm):
     info = instance_info(inst)
     assert (info.block_n, info.block_k) == (128, 64) and info.compiled
     assert info.smem_bytes <= props[2] and info.min_sm <= props[1]
-    blocks = {e["BLOCK_M"] for e in instances_for(128, 64) if e["smem_bytes"] <= props[2]}
+    runs = [e for e in instances_for(128, 64) if e["smem_bytes"] <= props[2]
+            and (not e["exact_sm"] or e["min_sm"] == props[1])]  # sm_90a code: sm_90 only
+    blocks = {e["BLOCK_M"] for e in runs}
     assert info.block_m == min(blocks, key=lambda b: abs(b - want_bm))
+    assert not info.exact_sm or info.min_sm == props[1]
+    if M >= 128 and props[1] == 90:  # prefill on Hopper: the wgmma kernels
+        assert stoicc_ext.manifest()["instances"][inst]["family"] == "wgmma"
     assert split == torch.ops.stoicc.auto_split(inst, M, N, K, nS, nD, *props)
     if info.schedule == "split_k":
         assert 1 <= split <= (8 if props[1] >= 90 else 32)

@@ -16,6 +16,7 @@ from stoicc_ext.format import tile_map as tile_map_mod
 from stoicc_ext.format.tile_map import TileMap
 from stoicc_ext.tuning import inspector as insp_mod
 from stoicc_ext.tuning.device import NOMINAL
+from stoicc_ext.tuning.dense import DenseWeight
 from stoicc_ext.tuning.kernels import KernelSchedule
 from stoicc_ext.tuning import cache as tuning_cache
 from stoicc_ext.testing import random_patch_weight
@@ -128,7 +129,8 @@ def test_set_configs_restricts_the_search():
     inspector = STOICC.Inspector(timer=timer, verbose=False)
     _, cfg = inspector.inspect(X, W, sparse_arg=1)
     assert (cfg["BLOCK_N"], cfg["BLOCK_K"]) == (64, 64)
-    assert {(c["BLOCK_N"], c["BLOCK_K"]) for c in timer.calls} == {(128, 128), (128, 64), (64, 128), (64, 64)}
+    assert {(c.get("BLOCK_N"), c.get("BLOCK_K")) for c in timer.calls} == {(128, 128), (128, 64), (64, 128), (64, 64),
+                                                                         (None, None)}      # and dense cuBLAS
     timer.calls.clear()
     inspector.set_configs(STOICC.create_configs(BLOCK_N=[128], BLOCK_K=[128]))
     _, cfg = inspector.inspect(X, W, sparse_arg=1)
@@ -194,11 +196,14 @@ def test_prefill_candidates_use_the_prefill_instances():
     W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
     _, cfg = STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
-    assert {c["BLOCK_M"] for c in timer.calls if "instance" in c} == {128}
+    # off a GPU the candidates are those of a nominal H100: the mma 128-token instances and the
+    # sm_90a wgmma ones, whose 128- and 256-token blocks are all timed at prefill M
+    assert {c["BLOCK_M"] for c in timer.calls if "instance" in c} == {128, 256}
+    assert any(c["instance"].startswith("wgmma_") for c in timer.calls if "instance" in c)
     # the densify schedule is timed too, once per tile shape that divides W
     assert sorted((c["BLOCK_N"], c["BLOCK_K"]) for c in timer.calls if c["schedule"] == "densify") == [
         (64, 64), (64, 128), (128, 64), (128, 128)]
-    assert cfg["BLOCK_M"] == 128 and cfg["schedule"] == "sequential"
+    assert cfg["BLOCK_M"] in (128, 256) and cfg["schedule"] == "sequential"
 
 
 # --------------------------------------------------------------------------------------
@@ -413,7 +418,7 @@ def test_user_schedule_slower_loses_and_failing_launcher_is_recorded(fresh_cache
     def timer(fn, args_list, config):
         if config["schedule"] == "broken":
             fn(*args_list[0])
-        return 5.0 if config["schedule"] in ("slow", "densify") else 1.0 + 0.01 * config["SPLIT_K"]
+        return 5.0 if config["schedule"] in ("slow", "densify", "dense") else 1.0 + 0.01 * config["SPLIT_K"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inspector = STOICC.Inspector(schedules=schedules, timer=timer, verbose=False)
@@ -443,16 +448,54 @@ def test_builtin_schedule_restricted_by_configs():
 
 
 # --------------------------------------------------------------------------------------
+# Dense where dense wins
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("W", [torch.randn(256, 512).half(), torch.zeros(256, 512, dtype=torch.float16)],
+                         ids=["dense", "empty"])
+def test_weight_without_24_tile_gets_the_dense_executor(W, fresh_cache):
+    """The four-line API on a weight with no 2:4 tile: W stays dense, F.linear runs it, untimed."""
+    X = xs(16, 512)
+    inspector = STOICC.Inspector(use_default_configs=True, timer=FakeTimer(fail=True))
+    executor, cfg = inspector.inspect(X, W, sparse_arg=1)
+    assert cfg == {"schedule": "dense"}
+    Wc = inspector.compress(W, cfg)
+    assert isinstance(Wc, DenseWeight) and len(Wc) == 1 and Wc.weight is W and "kept dense" in repr(Wc)
+    assert torch.equal(executor(X, *Wc, **cfg), torch.nn.functional.linear(X, W))
+    rep = inspector.last_report
+    assert rep.source == "no 2:4 tile" and "no 2:4 tile" in rep.why and "no 2:4 tile" in inspector.summary()
+    assert cache_files(fresh_cache) == []
+
+
+def test_dense_cublas_is_a_candidate_and_wins_where_fastest(fresh_cache):
+    W, X = weight(), xs(16, 512)
+    timer = FakeTimer(dense_ms=0.5)
+    insp = STOICC.Inspector(timer=timer, verbose=False)
+    executor, cfg = insp.inspect(X, W)
+    assert cfg == {"schedule": "dense"} and {"schedule": "dense"} in timer.calls
+    assert "dense cuBLAS on W uncompressed (F.linear) is the fastest" in insp.last_report.why
+    assert "F.linear on W uncompressed" in insp.summary()
+    Wc = insp.compress(W, cfg)
+    assert isinstance(Wc, DenseWeight) and torch.equal(executor(X, *Wc, **cfg), torch.nn.functional.linear(X, W))
+    ex2, cfg2 = STOICC.Inspector(timer=FakeTimer(fail=True), verbose=False).inspect(X, W)   # from the disk cache
+    assert cfg2 == cfg and ex2.__name__ == "stoicc_dense_linear"
+    # slower: a kernel wins, and the why says by how much dense lost
+    tuning_cache.clear_memory()
+    _, cfg3 = STOICC.Inspector(timer=FakeTimer(), verbose=False, cache=False).inspect(X, W)
+    assert cfg3["schedule"] != "dense"
+    # a tile-shape restriction leaves the dense candidate out (it has no tile shape)
+    timer4 = FakeTimer(dense_ms=0.5)
+    STOICC.Inspector(timer=timer4, verbose=False, cache=False).set_configs(BLOCK_N=[128]).inspect(X, W)
+    assert all(c["schedule"] != "dense" for c in timer4.calls)
+
+
+# --------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------
 
 def test_bad_inputs():
     W, X = weight(), xs(16, 512)
     insp = STOICC.Inspector(timer=FakeTimer(), verbose=False)
-    with pytest.raises(ValueError, match="no 2:4 tile.*dense torch matmul"):
-        insp.inspect(X, torch.randn(256, 512).half())
-    with pytest.raises(ValueError, match="no 2:4 tile"):
-        insp.inspect(X, torch.zeros(256, 512, dtype=torch.float16))
     for bad in (2, -1, True, "1", 1.0, None):
         with pytest.raises(ValueError, match="sparse_arg must be 0 or 1"):
             insp.inspect(X, W, sparse_arg=bad)
