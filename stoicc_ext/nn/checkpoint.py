@@ -85,7 +85,11 @@ def save_compressed(model, path, *, extra_metadata=None):
 
 
 def read_metadata(path):
-    """The ``"stoicc"`` metadata of a checkpoint (ValueError if it is not one this version reads)."""
+    """The ``"stoicc"`` metadata of a checkpoint (ValueError if it is not one this version reads).
+    ``path``: one file, or a directory written by ``save_pretrained``."""
+    if os.path.isdir(path):
+        from .pretrained import directory_metadata
+        return directory_metadata(path)
     _safetensors()
     from safetensors import safe_open
     with safe_open(os.fspath(path), framework="pt") as f:
@@ -113,8 +117,12 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
         else model_or_factory
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module or a function returning one, got {type(model).__name__}")
-    meta = read_metadata(path)
-    state = st.load_file(os.fspath(path), device=str(device))
+    if os.path.isdir(path):         # a directory of (sharded) safetensors: save_pretrained
+        from .pretrained import read_directory
+        meta, state = read_directory(path, device=device)
+    else:
+        meta = read_metadata(path)
+        state = st.load_file(os.fspath(path), device=str(device))
     for key, target in meta.get("aliases", {}).items():
         if target not in state:
             raise ValueError(f"checkpoint alias {key} -> {target}: {target} is not in the file")
