@@ -22,6 +22,7 @@ weights. The rest is loaded with ``load_state_dict(assign=True)``.
 """
 import json
 import os
+import uuid
 
 from torch import nn
 
@@ -53,14 +54,25 @@ def _layer_meta(name, mm):
                              f"or 'densify'); only those can be rebuilt at load time")
     if mm._wc_meta is None:
         raise ValueError(f"layer {name!r} does not hold a stoicc CompressedWeight")
-    return dict(N=mm.N, K=mm.K, weight=dict(mm._wc_meta), cfg_decoding=dict(mm.cfg_decoding),
+    try:    # what load_compressed will check, checked before anything is written
+        weight = mm.weight_metadata()
+        Wc = CompressedWeight.from_tensors(mm.compressed_tensors(), weight, check=True)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"layer {name!r}: {e}") from None
+    if (Wc.N, Wc.K) != (mm.N, mm.K):
+        raise ValueError(f"layer {name!r}: compressed weight is {Wc.N}x{Wc.K} but the module is {mm.N}x{mm.K}")
+    return dict(N=mm.N, K=mm.K, weight=weight, cfg_decoding=dict(mm.cfg_decoding),
                 cfg_prefill=dict(mm.cfg_prefill), decode_max_tokens=mm.decode_max_tokens, bias=mm.bias is not None)
 
 
 def save_compressed(model, path, *, extra_metadata=None):
     """Write ``model`` (converted with ``sparsify_`` or holding ``MixedModule``s) to ``path``
     (safetensors). ``extra_metadata``: a JSON-able dict stored under ``"extra"``. Returns the
-    metadata dict written."""
+    metadata dict written.
+
+    Every layer is validated as ``load_compressed`` will read it before anything is written, and
+    the file is written next to ``path`` under a temporary name, then renamed over it: a save that
+    fails leaves an existing ``path`` as it was."""
     st = _safetensors()
     layers = {n: _layer_meta(n, m) for n, m in model.named_modules() if isinstance(m, MixedModule)}
     tensors, aliases, seen = {}, {}, {}
@@ -80,8 +92,22 @@ def save_compressed(model, path, *, extra_metadata=None):
                 aliases=aliases)
     if extra_metadata is not None:
         meta["extra"] = extra_metadata
-    st.save_file(tensors, os.fspath(path), metadata={_META_KEY: json.dumps(meta)})
+    _write_atomic(st, tensors, os.fspath(path), {_META_KEY: json.dumps(meta)})
     return meta
+
+
+def _write_atomic(st, tensors, path, metadata):
+    """``st.save_file`` to a temporary file in ``path``'s directory (same file system), then
+    ``os.replace`` (atomic): readers see the old file or the new one, never a partial one."""
+    # a fresh name (not mkstemp, whose 0600 mode would stick to the checkpoint): the umask applies
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        st.save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_metadata(path):

@@ -16,14 +16,16 @@ is prefill.
 
 The seven compressed tensors (and the bias) are registered buffers, so ``.to()``, ``.cuda()``,
 ``state_dict()`` and CUDA-graph capture see them; the executors and configs are plain attributes
-(executors are closures over one ``torch.ops.stoicc.spmm`` call, device-independent). Forward is
+(executors are closures over one ``torch.ops.stoicc.spmm`` call, device-independent). The weight's
+dtype is read from its buffers whenever it is needed, so ``.half()`` / ``.to(dtype)`` on a
+converted model leave nothing stale. Forward is
 one reshape, one executor call and one view: it works eagerly, inside CUDA graphs and under
 ``torch.compile(fullgraph=True)``.
 """
 import torch
 from torch import nn
 
-from ..format.compressed import CompressedWeight
+from ..format.compressed import _DTYPE_NAMES, VALUE_DTYPES, CompressedWeight
 from ..tuning.report import _short
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 
@@ -74,7 +76,8 @@ class MixedModule(nn.Module):
                 raise ValueError(f"compressed_weight is {compressed_weight.N}x{compressed_weight.K} but N={self.N}, "
                                  f"K={self.K} were given")
             self._wc_names = tuple(CompressedWeight.names)
-            self._wc_meta = compressed_weight.metadata()
+            # shape only: the dtype is the buffers' (a cast changes it), see weight_metadata
+            self._wc_meta = {k: v for k, v in compressed_weight.metadata().items() if k != "dtype"}
         else:
             self._wc_names = tuple(f"weight_{i}" for i in range(len(compressed_weight)))
             self._wc_meta = None
@@ -130,13 +133,26 @@ class MixedModule(nn.Module):
         """The compressed tensors, in the order the executors take them (``*Wc``)."""
         return tuple(getattr(self, n) for n in self._wc_names)
 
+    def weight_metadata(self):
+        """``CompressedWeight.metadata()`` of the buffers as they are now (None for a non-stoicc
+        tuple): the dtype is the values', so a model cast with ``.half()`` / ``.to(dtype)`` describes
+        itself as it is. A cast the kernels cannot run (``.float()``) raises TypeError here."""
+        if self._wc_meta is None:
+            return None
+        dtype = self._buffers["sparse_values"].dtype
+        if dtype not in VALUE_DTYPES:
+            raise TypeError(f"this MixedModule's compressed values are {dtype} (was the model cast with .float() or "
+                            f".double()?): the kernels take float16 or bfloat16; cast it with .half() or "
+                            f".to(torch.bfloat16)")
+        return dict(self._wc_meta, dtype=_DTYPE_NAMES[dtype])
+
     @property
     def compressed_weight(self):
         """The buffers as a ``CompressedWeight`` (for a non-stoicc tuple: a plain tuple)."""
         ts = self.compressed_tensors()
         if self._wc_meta is None:
             return ts
-        return CompressedWeight.from_tensors(ts, self._wc_meta, check=False)
+        return CompressedWeight.from_tensors(ts, self.weight_metadata(), check=False)
 
     @property
     def in_features(self):

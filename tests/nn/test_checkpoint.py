@@ -109,3 +109,55 @@ def test_save_refuses_user_schedule(tmp_path):
     mm.cfg_decoding = dict(mm.cfg_decoding, schedule="mine")
     with pytest.raises(ValueError, match="library.s schedules"):
         STOICC.save_compressed(model, tmp_path / "x.safetensors")
+
+
+# ---- casts, failed saves, damaged headers ---------------------------------------------------
+
+def test_cast_model_saves_and_loads(tmp_path):
+    """sparsify_ on bf16, then .half() / .to(dtype): the compressed values are cast with the
+    model, and what save_compressed records follows them, so load_compressed takes the file."""
+    model = converted(dtype=torch.bfloat16)
+    path = tmp_path / "cast.safetensors"
+    for cast, dtype in ((lambda m: m.half(), torch.float16), (lambda m: m.to(torch.bfloat16), torch.bfloat16)):
+        cast(model)
+        meta = STOICC.save_compressed(model, path)
+        assert {lm["weight"]["dtype"] for lm in meta["layers"].values()} == {str(dtype).split(".")[1]}
+        mm = model.model.layers[0].self_attn.q_proj
+        assert mm.compressed_weight.dtype == dtype
+        loaded = STOICC.load_compressed(lambda: TinyLM().to(dtype), path)
+        x = hidden(5, dtype=dtype)
+        for a, b in zip(outputs(loaded, x), outputs(model, x)):
+            assert torch.equal(a, b)
+    good = path.read_bytes()
+    model.float()                                  # the kernels take fp16/bf16 only: refused, file kept
+    with pytest.raises(TypeError, match=r"layer 'model.layers.0.self_attn.q_proj'.*torch.float32.*\.half\(\)"):
+        STOICC.save_compressed(model, path)
+    assert path.read_bytes() == good
+
+
+def test_failed_save_keeps_the_existing_file(tmp_path, monkeypatch):
+    """A save that fails (a layer that would not load, a write error half way) leaves the file
+    that was there untouched, and no temporary file behind."""
+    import safetensors.torch as st
+
+    model = converted(n_layers=1)
+    path = tmp_path / "m.safetensors"
+    STOICC.save_compressed(model, path)
+    good = path.read_bytes()
+    mm = model.model.layers[0].mlp.up_proj
+    cols = mm.sparse_cols.clone()
+    mm.sparse_cols[0] = 99                         # out of range: load_compressed would refuse the file
+    with pytest.raises(ValueError, match=r"layer 'model.layers.0.mlp.up_proj': sparse_cols\[0\] = 99"):
+        STOICC.save_compressed(model, path)
+    assert path.read_bytes() == good
+    mm.sparse_cols.copy_(cols)
+
+    def torn_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(st, "save_file", torn_write)
+    with pytest.raises(OSError, match="No space left"):
+        STOICC.save_compressed(model, path)
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
