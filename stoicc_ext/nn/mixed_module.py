@@ -18,7 +18,8 @@ The seven compressed tensors (and the bias) are registered buffers, so ``.to()``
 ``state_dict()`` and CUDA-graph capture see them; the executors and configs are plain attributes
 (executors are closures over one ``torch.ops.stoicc.spmm`` call, device-independent). The weight's
 dtype is read from its buffers whenever it is needed, so ``.half()`` / ``.to(dtype)`` on a
-converted model leave nothing stale. Forward is
+converted model leave nothing stale. Pickling (``torch.save(model)``, ``copy.deepcopy``) stores the
+configs, not the executors, and rebuilds the library's executors from them on load. Forward is
 one reshape, one executor call and one view: it works eagerly, inside CUDA graphs and under
 ``torch.compile(fullgraph=True)``.
 """
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..format.compressed import _DTYPE_NAMES, VALUE_DTYPES, CompressedWeight
+from ..tuning.library import is_library_config, library_executor
 from ..tuning.report import _short
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 
@@ -109,6 +111,31 @@ class MixedModule(nn.Module):
 
     exec_decoding = _executor_property("decoding")
     exec_prefill = _executor_property("prefill")
+
+    # ---- pickling (torch.save(model), copy.deepcopy) ------------------------------------------
+    # The library's executors are closures, which pickle refuses. Each is rebuilt from its config,
+    # as load_compressed does; any other executor (a user schedule's) is stored as it is, so it
+    # pickles if it is a picklable callable and deep-copies regardless.
+
+    def _rebuilt_phases(self):
+        return [p for p in ("decoding", "prefill")
+                if is_library_config(getattr(self, f"cfg_{p}"))
+                and getattr(getattr(self, f"_exec_{p}"), "config", None) == getattr(self, f"cfg_{p}")]
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        rebuilt = self._rebuilt_phases()
+        for p in rebuilt:
+            del state[f"_exec_{p}"]
+        state["_rebuilt_executors"] = rebuilt
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        rebuilt = state.pop("_rebuilt_executors", [])
+        super().__setstate__(state)
+        for p in rebuilt:
+            setattr(self, f"exec_{p}", library_executor(getattr(self, f"cfg_{p}"), self.N, self.K))
 
     # ---- forward -------------------------------------------------------------------------
 
