@@ -15,7 +15,9 @@ schedule that owns it builds (``tuning.schedules``, ``tuning.kernels``, ``tuning
 Results are cached in memory and on disk (``stoicc_ext.tuning.cache``). See docs/inspector.md.
 """
 import functools
+import json
 import logging
+import math
 import sys
 import time
 import warnings
@@ -167,22 +169,24 @@ class Inspector:
         identity = tuning_cache.device_identity(W.device)
         problem = dict(M=M, N=N, K=K, dtype=_DTYPE_NAMES[W.dtype], device=identity[0], sms=identity[1] or None)
 
-        # 1. the cache: a hit needs no candidates, the key fixes them (schedules, config space, GPU,
-        # candidate version)
+        # 1. the cache. The key fixes the candidates (schedules, config space, GPU, candidate
+        # version); a record read from disk is untrusted input: its choice must be one of them.
+        props = device_props(W.device)        # host queries only: fine during capture
+        counts = tiles.counts if tiles is not None else (lambda bn, bk: None)
+        enumerate_candidates = functools.partial(candidates, self.schedules, self.config_space, M, N, K, props,
+                                                 counts)
         use_mem, use_disk = self._cache_modes()
         material = key = None
         if tiles is not None and (use_mem or use_disk):
             material = self._key_material(M, N, K, W.dtype, identity, tiles.fingerprint)
             key = tuning_cache.make_key(material)
         if key is not None and not (tuning_cache.force_retune() and forbidden is None):
-            hit = self._cached(key, material, problem, N, K, use_mem, use_disk, forbidden, t0)
+            hit = self._cached(key, material, problem, N, K, use_mem, use_disk, forbidden, t0, enumerate_candidates)
             if hit is not None:
                 return hit
 
         # 2. the candidates
-        props = device_props(W.device)        # host queries only: fine during capture
-        counts = tiles.counts if tiles is not None else (lambda bn, bk: None)
-        cands = candidates(self.schedules, self.config_space, M, N, K, props, counts)
+        cands = enumerate_candidates()
         if not cands:
             raise ValueError(no_candidate_message(self.schedules, self.config_space, M, N, K))
         if forbidden is not None:
@@ -240,12 +244,19 @@ class Inspector:
                     space=None if self.config_space is None else self.config_space.signature(),
                     timer=None if self.timer is None else _qualname(self.timer))
 
-    def _cached(self, key, material, problem, N, K, use_mem, use_disk, forbidden, t0):
+    def _cached(self, key, material, problem, N, K, use_mem, use_disk, forbidden, t0, enumerate_candidates):
         """``(executor, config)`` of the cached choice, bound to the schedules given now; None on a
-        miss or when the record no longer fits them."""
+        miss, when the record no longer fits them, or when a disk record holds values no tuning
+        could have written (warned; the caller tunes again and rewrites the file)."""
         rec, src = tuning_cache.lookup(key, material, memory=use_mem, disk=use_disk, directory=self.cache_dir)
         if rec is None:
             return None
+        if src == "disk":
+            bad = _bad_record(rec, enumerate_candidates())
+            if bad:
+                warnings.warn(f"stoicc: ignoring tuning-cache file {tuning_cache.path_for(key, self.cache_dir)} "
+                              f"({bad}); tuning again", RuntimeWarning, stacklevel=3)
+                return None
         choice = rec["choice"]
         sch = self.schedules.get(choice.get("schedule"))
         bound = sch.bind(choice["config"], N, K) if sch is not None and isinstance(choice.get("config"), dict) \
@@ -276,6 +287,31 @@ class Inspector:
     def __repr__(self):
         return (f"Inspector(schedules={list(self.schedules)}, config_space={self.config_space!r}, "
                 f"cache={self.cache!r})")
+
+
+def _bad_record(rec, cands):
+    """Why a cache record's values cannot be trusted (a string), or None. Its choice must be one of
+    the candidates its key fixes, so a bad SPLIT_K, instance or schedule never reaches an op; its
+    timings must be a list of records with a finite ``ms`` or none, so reports can rank them."""
+    choice = rec["choice"]
+    options = [(c.schedule.name, tuning_cache._jsonable(c.config)) for c in cands]
+    if (choice.get("schedule"), choice.get("config")) not in options:
+        return (f"its choice {_preview(choice)} is not one of the {len(options)} candidates of this "
+                "problem (edited or written by another build)")
+    for r in rec["candidates"]:
+        if not isinstance(r, dict) or not isinstance(r.get("config"), dict) or not _valid_ms(r.get("ms")):
+            return f"a timing record is malformed: {_preview(r)}"
+    return None
+
+
+def _valid_ms(ms):
+    return ms is None or (type(ms) in (int, float) and math.isfinite(ms) and ms >= 0)   # type(): not a bool
+
+
+def _preview(obj, limit=120):
+    """``obj`` as JSON, cut to ``limit`` characters (a poisoned record may be large)."""
+    text = json.dumps(obj, sort_keys=True, default=repr)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_sparse_arg(sparse_arg):
