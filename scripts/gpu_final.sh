@@ -11,7 +11,7 @@ OUT=$(mktemp -d)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 echo "commit ${STOICC_COMMIT:-unknown}" | tee "$OUT/summary.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
-timeout "${PYTEST_TIMEOUT:-330}" python3 -m pytest tests -q -rs -p no:cacheprovider > "$OUT/pytest_full.log" 2>&1
+timeout "${PYTEST_TIMEOUT:-330}" python3 -m pytest tests -q -rs -p no:cacheprovider ${PYTEST_ARGS:-} > "$OUT/pytest_full.log" 2>&1
 echo "pytest rc=$? $(tail -1 "$OUT/pytest_full.log")" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest_full.log" | head -20 | tee -a "$OUT/summary.txt"
 sanitize() {  # sanitize TOOL LABEL ARGS...: profile_case.py under compute-sanitizer, checked against a float reference
@@ -21,14 +21,17 @@ sanitize() {  # sanitize TOOL LABEL ARGS...: profile_case.py under compute-sanit
   echo "$tool $label: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_${label}.log" | tail -1)" \
     | tee -a "$OUT/summary.txt"
 }
+HOPPER=$(python3 -c "import torch; print(int(torch.cuda.get_device_capability() == (9, 0)))")
 for tool in ${SANITIZERS:-memcheck racecheck synccheck}; do
-  sanitize "$tool" seq --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s4_seq --split 1
-  sanitize "$tool" splitk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_splitk --split 4
-  sanitize "$tool" streamk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_streamk --split 16
-  if python3 -c "import torch, sys; sys.exit(torch.cuda.get_device_capability() != (9, 0))"; then
-    sanitize "$tool" wgmma256 --n 640 --k 1408 --m 300 --frac 0.5 --block 128x128 --instance wgmma_m256_n128_k128_w12x1_s2_seq --split 1
-    sanitize "$tool" wgmma128 --n 640 --k 1408 --m 200 --frac 0.5 --block 64x64 --instance wgmma_m128_n64_k64_w12x1_s8_seq --split 1
+  # memcheck on one instance of every schedule and family; the race and barrier checkers on the
+  # instances with inter-CTA or inter-warp hand-offs (split-K cluster reduction, the wgmma pipeline)
+  if [ "$tool" = memcheck ]; then
+    sanitize "$tool" seq --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s4_seq --split 1
+    sanitize "$tool" streamk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_streamk --split 16
+    [ "$HOPPER" = 1 ] && sanitize "$tool" wgmma128 --n 640 --k 1408 --m 200 --frac 0.5 --block 64x64 --instance wgmma_m128_n64_k64_w12x1_s8_seq --split 1
   fi
+  sanitize "$tool" splitk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_splitk --split 4
+  [ "$HOPPER" = 1 ] && sanitize "$tool" wgmma256 --n 640 --k 1408 --m 300 --frac 0.5 --block 128x128 --instance wgmma_m256_n128_k128_w12x1_s2_seq --split 1
   compute-sanitizer --tool "$tool" --error-exitcode 3 python3 -c "
 import torch, stoicc_ext as S
 from stoicc_ext.testing import random_patch_weight
@@ -39,7 +42,7 @@ print('densify exact')" > "$OUT/sanitizer_${tool}_densify.log" 2>&1
   echo "$tool densify: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_${tool}_densify.log" | tail -1)" | tee -a "$OUT/summary.txt"
 done
 if [ "${BENCH:-0}" = 1 ]; then
-  timeout "${BENCH_TIMEOUT:-300}" python3 -m bench.bench_kernels --m 512,2048 --shapes llama --no-host --no-plots \
+  timeout "${BENCH_TIMEOUT:-300}" python3 -m bench.bench_kernels --m 512,2048 --shapes llama --no-bf16-subset --no-host --no-plots \
     --tag prefill --out "$FINAL_OUT" > "$OUT/bench_prefill.log" 2>&1
   echo "bench prefill rc=$?" | tee -a "$OUT/summary.txt"
   tail -5 "$OUT/bench_prefill.log"
