@@ -10,7 +10,7 @@ import torch
 
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext.tuning.densify import densify_schedule  # noqa: E402
-from stoicc_ext.nn.recipe import tune_weight, tuning_proxy  # noqa: E402
+from stoicc_ext.nn.recipe import tune_weight  # noqa: E402
 
 from bench.e2e_model import LAYER_FILTER  # noqa: E402
 
@@ -46,11 +46,11 @@ def prefill_price(model, inspector, decode_tokens, prefill_tokens):
         if key in seen:
             continue
         seen.add(key)
-        tuned = tune_weight(W, inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
-                            allow_dense=True)
-        W_t = tuning_proxy(W) if tuned.info["proxy"] else W    # a dense weight: the proxy the recipe tuned on
+        tuned = tune_weight(W, inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens)
+        if tuned.info["dense_reason"] is not None:      # kept dense: no tile shape, nothing pinned
+            continue
         x = torch.randn(prefill_tokens, W.shape[1], dtype=W.dtype, device=W.device)
-        _, cfg_free = inspector.inspect(x, W_t)
+        _, cfg_free = inspector.inspect(x, W)
         ranked = inspector.last_report.ranked()
         free_ms = ranked[0]["ms"] if ranked else None
         pinned_ms = tuned.info["prefill"]["ms"]

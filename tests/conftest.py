@@ -69,20 +69,20 @@ def fresh_tuning_cache(tmp_path, monkeypatch):
 class FakeTimer:
     """timer(fn, args_list, config) -> ms without running anything: `score(config)` decides.
 
-    The library's densify schedule (expand + cuBLAS) is a candidate of every default Inspector;
-    unless a test scores it itself (densify_ms=None), it is timed as `densify_ms` (slow), so the
-    tests written for the compiled instances still see those win."""
+    The library's densify and dense schedules (expand + cuBLAS; cuBLAS on W uncompressed) are
+    candidates of every default Inspector; unless a test scores them itself (densify_ms=None,
+    dense_ms=None), they are timed as `densify_ms` and `dense_ms` (slow), so the tests written for
+    the compiled instances still see those win."""
 
-    def __init__(self, score=None, fail=False, densify_ms=10.0):
+    def __init__(self, score=None, fail=False, densify_ms=10.0, dense_ms=20.0):
         self.score = score or (lambda c: 1.0 + 0.01 * c.get("SPLIT_K", 0) + 0.001 * c.get("BLOCK_N", 0))
         self.fail = fail
-        self.densify_ms = densify_ms
+        self.fixed = {"densify": densify_ms, "dense": dense_ms}
         self.calls = []
 
     def __call__(self, fn, args_list, config):
         if self.fail:
             raise AssertionError("the timer must not be called (cache hit expected)")
         self.calls.append(dict(config))
-        if config.get("schedule") == "densify" and self.densify_ms is not None:
-            return float(self.densify_ms)
-        return float(self.score(config))
+        ms = self.fixed.get(config.get("schedule"))
+        return float(ms if ms is not None else self.score(config))

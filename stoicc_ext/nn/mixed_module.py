@@ -205,22 +205,23 @@ class MixedModule(nn.Module):
 
     @classmethod
     def from_linear(cls, linear, *, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-                    allow_dense=False, decode_max_tokens=None):
+                    decode_max_tokens=None):
         """The decode/prefill recipe on ``linear.weight`` (``stoicc_ext.nn.recipe.tune_weight``): tune decode at
         ``decode_tokens``, pin its tile shape, tune prefill at ``prefill_tokens``, compress once
         with the decode config. On a GPU the kernels are timed (and cached); on the CPU the
         Inspector's heuristic decides. The weight must be fp16/bf16, N and K multiples of 64.
+        ``decode_max_tokens`` defaults to ``decode_tokens``.
 
-        ``allow_dense``: a weight with no 2:4 tile is tuned on a proxy instead of refused (see
-        ``stoicc_ext.nn.recipe``). ``decode_max_tokens`` defaults to ``decode_tokens``.
+        Where the Inspector keeps W dense (dense cuBLAS wins, or W has no 2:4 tile), the module
+        holds a ``DenseWeight`` and runs ``F.linear`` in both phases (``tuning_info["dense_reason"]``
+        says why); ``sparsify_`` keeps such layers as they are instead.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear expects a torch.nn.Linear, got {type(linear).__name__}")
         W = linear.weight
         if W.device.type == "meta":
             raise ValueError("the linear's weight is on the meta device: materialize it first")
-        tuned = tune_weight(W, inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
-                            allow_dense=allow_dense)
+        tuned = tune_weight(W, inspector, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens)
         bias = linear.bias.detach() if linear.bias is not None else None
         mm = cls(tuned.compressed, tuned.exec_prefill, tuned.exec_decoding, tuned.cfg_prefill, tuned.cfg_decoding,
                  W.shape[0], W.shape[1], bias=bias,

@@ -4,29 +4,29 @@ compress once.
     tuned = tune_weight(W, inspector, decode_tokens=16, prefill_tokens=2048)
     tuned.compressed, tuned.exec_decoding, tuned.cfg_decoding, tuned.exec_prefill, tuned.cfg_prefill
 
-Two choices, each on purpose:
+Three choices, each on purpose:
 
 * The inspector's own config space (``set_configs``) is kept: the tile-shape pin is intersected
   with it, and the space is restored afterwards, so one Inspector can tune layer after layer (a
   pin left in place would restrict the next layer's decode tuning).
-* A weight without any 2:4 tile (all dense, or only dense and empty tiles) is refused by
-  ``Inspector.inspect``. With ``allow_dense=True`` the kernels are tuned on a *proxy*: W with its
-  first dense 64 x 64 tile pruned to 2:4 by magnitude. The executors and configs do not depend on
-  the values, so they are valid for W, which is compressed as it is; all proxies of one shape have
-  the same tile map, so the tuning cache serves them all after the first.
+* The decode choice decides how the weight is stored, since both phases read one weight: where
+  the Inspector keeps W dense at decode (dense cuBLAS wins, or W has no 2:4 tile), prefill runs
+  dense cuBLAS too (on a dense weight nothing beats it) and ``compressed`` is a ``DenseWeight``.
+* Otherwise the prefill tuning is pinned to the decode tile shape, which leaves the dense
+  candidate out: its uncompressed weight is not kept.
 """
 import time
 
 import torch
 
 from ..format.compressed import CompressedWeight
-from ..format.tile_map import FINE_TILE, TileMap, TileType
-from ..patch.prune import prune_to_24
+from ..format.tile_map import TileMap
 from ..tuning.configs import create_configs
+from ..tuning.dense import DenseWeight, is_dense_config
 from ..tuning.inspector import Inspector
 from ..tuning.report import _short
 
-__all__ = ["TunedWeight", "tune_weight", "has_24_tile", "tuning_proxy", "DECODE_TOKENS", "PREFILL_TOKENS"]
+__all__ = ["TunedWeight", "tune_weight", "has_24_tile", "DECODE_TOKENS", "PREFILL_TOKENS"]
 
 DECODE_TOKENS = 16       # a decode step of a batch of 16 sequences
 PREFILL_TOKENS = 2048    # their 128-token prompts together
@@ -37,7 +37,7 @@ class TunedWeight:
     each phase where the choice came from and what it measured (``info``)."""
 
     def __init__(self, compressed, exec_decoding, cfg_decoding, exec_prefill, cfg_prefill, info):
-        self.compressed = compressed
+        self.compressed = compressed        # a CompressedWeight, or a DenseWeight where W stays dense
         self.exec_decoding, self.cfg_decoding = exec_decoding, cfg_decoding
         self.exec_prefill, self.cfg_prefill = exec_prefill, cfg_prefill
         self.info = info
@@ -48,24 +48,10 @@ class TunedWeight:
 
 
 def has_24_tile(W):
-    """Whether W has a 2:4 tile on the 64 x 64 grid (what ``Inspector.inspect`` requires). Reads
-    W's ``TileMap``, which ``inspect`` and ``compress`` then reuse instead of scanning W again."""
+    """Whether W has a 2:4 tile on the 64 x 64 grid (without one, ``Inspector.inspect`` keeps W
+    dense). Reads W's ``TileMap``, which ``inspect`` and ``compress`` then reuse instead of
+    scanning W again."""
     return TileMap.of(W).any_24
-
-
-def tuning_proxy(W):
-    """W with one 64 x 64 tile made 2:4 (the first dense one; tile (0, 0) set to a 2:4 pattern if
-    W has no dense tile), for tuning a weight the Inspector would refuse."""
-    b = FINE_TILE
-    P = W.detach().clone()
-    dense = torch.nonzero(TileMap.of(W).fine == int(TileType.DENSE))
-    if dense.numel():
-        r, c = (int(v) * b for v in dense[0].tolist())
-        P[r:r + b, c:c + b] = prune_to_24(P[r:r + b, c:c + b])
-    else:  # all empty: any 2:4 pattern
-        P[:b, :b] = 0
-        P[:b, 0:b:4] = 1
-    return P
 
 
 def _phase_info(inspector, t0):
@@ -78,18 +64,17 @@ def _phase_info(inspector, t0):
 
 
 @torch.no_grad()     # W may be a Parameter, kept as it is so that its TileMap is found again
-def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-                allow_dense=False):
+def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS):
     """The decode/prefill recipe on one weight ``W`` ([N, K], fp16/bf16, on the device to tune for).
 
-    1. ``inspect`` a decode input ``[decode_tokens, K]``: picks the tile shape and the decode kernel;
+    1. ``inspect`` a decode input ``[decode_tokens, K]``: picks the tile shape and the decode kernel,
+       or keeps W dense (then prefill is dense cuBLAS too, and steps 2-3 are skipped);
     2. pin ``BLOCK_N``/``BLOCK_K`` to that tile shape (within the inspector's own config space);
     3. ``inspect`` a prefill input ``[prefill_tokens, K]``: the prefill kernel at that tile shape;
-    4. ``compress`` W once with the decode config.
+    4. ``compress`` W once with the decode config (a ``DenseWeight`` where W stays dense).
 
     Off the GPU the Inspector returns its heuristic's choice (no timing), so this runs on CPU too.
-    ``allow_dense``: tune on a proxy when W has no 2:4 tile (module docstring); otherwise such a
-    W raises ValueError (the Inspector's message: use a dense linear instead).
+    ``info["dense_reason"]``: why W stays dense (the Inspector's "why"), None when compressed.
     """
     if not isinstance(W, torch.Tensor) or W.dim() != 2:
         raise ValueError(f"W must be a 2-D tensor [N, K], got {type(W).__name__} "
@@ -97,33 +82,33 @@ def tune_weight(W, inspector=None, *, decode_tokens=DECODE_TOKENS, prefill_token
     if decode_tokens < 1 or prefill_tokens < 1:
         raise ValueError(f"decode_tokens and prefill_tokens must be >= 1, got {decode_tokens}, {prefill_tokens}")
     inspector = inspector if inspector is not None else Inspector(use_default_configs=True, verbose=False)
-    N, K = W.shape
-    W_tune = W
-    proxy = False
-    if allow_dense and not has_24_tile(W):
-        W_tune, proxy = tuning_proxy(W), True
+    K = W.shape[1]
 
     def rand(M):  # drawn on W's device: its values only matter for timing
         return torch.randn(M, K, dtype=W.dtype, device=W.device)
 
     base_space = inspector.config_space
     t0 = time.perf_counter()
-    exec_dec, cfg_dec = inspector.inspect(rand(decode_tokens), W_tune, sparse_arg=1)
+    exec_dec, cfg_dec = inspector.inspect(rand(decode_tokens), W, sparse_arg=1)
     info_dec = _phase_info(inspector, t0)
-    pin = create_configs(BLOCK_N=[cfg_dec["BLOCK_N"]], BLOCK_K=[cfg_dec["BLOCK_K"]])
-    try:
-        inspector.set_configs(pin if base_space is None else base_space & pin)
-        t0 = time.perf_counter()
-        exec_pre, cfg_pre = inspector.inspect(rand(prefill_tokens), W_tune, sparse_arg=1)
-        info_pre = _phase_info(inspector, t0)
-    finally:
-        inspector.set_configs(base_space)
+    dense_reason = inspector.last_report.why if is_dense_config(cfg_dec) else None
+    if dense_reason is not None:
+        exec_pre, cfg_pre, info_pre = exec_dec, dict(cfg_dec), dict(info_dec, seconds=0.0)
+    else:
+        pin = create_configs(BLOCK_N=[cfg_dec["BLOCK_N"]], BLOCK_K=[cfg_dec["BLOCK_K"]])
+        try:
+            inspector.set_configs(pin if base_space is None else base_space & pin)
+            t0 = time.perf_counter()
+            exec_pre, cfg_pre = inspector.inspect(rand(prefill_tokens), W, sparse_arg=1)
+            info_pre = _phase_info(inspector, t0)
+        finally:
+            inspector.set_configs(base_space)
     t0 = time.perf_counter()
     Wc = inspector.compress(W, cfg_dec)
     compress_s = time.perf_counter() - t0
-    if not isinstance(Wc, CompressedWeight):
+    if not isinstance(Wc, (CompressedWeight, DenseWeight)):
         raise TypeError(f"the decode config {cfg_dec.get('schedule')!r} is a user schedule whose compressor returns "
                         f"{type(Wc).__name__}; MixedModule needs a stoicc CompressedWeight (built-in schedules)")
-    info = dict(decode=info_dec, prefill=info_pre, compress_s=compress_s, proxy=proxy,
+    info = dict(decode=info_dec, prefill=info_pre, compress_s=compress_s, dense_reason=dense_reason,
                 decode_tokens=int(decode_tokens), prefill_tokens=int(prefill_tokens))
     return TunedWeight(Wc, exec_dec, cfg_dec, exec_pre, cfg_pre, info)

@@ -12,8 +12,10 @@ reason in its report row:
   PATCH tile the kernels are built around);
 * the weight is not shared with another module (a tied ``lm_head``: converting it would keep
   the dense copy alive in the embedding and save nothing);
-* at least one of its 128 x 128 tiles is 2:4 or empty (``include_dense=True`` converts fully
-  dense weights too, e.g. to measure the 0 % point).
+* the Inspector does not keep it dense: a weight with no 2:4 tile, or one on which dense
+  cuBLAS (``F.linear`` on the uncompressed weight) is timed faster than every stoicc kernel at
+  decode, stays an ``nn.Linear`` (status ``dense``, the Inspector's reason in the row). So a
+  model converted at 0 % is the dense model, and runs at its speed.
 
 Every converted layer is tuned through one ``Inspector``: decode at ``decode_tokens``, prefill at
 ``prefill_tokens`` with the decode tile shape pinned, compressed once (``stoicc_ext.nn.recipe``).
@@ -75,7 +77,7 @@ def _check(name, mod, owners, filter_fn):
 
 
 def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-              include_dense=False, strict=False, verbose=True):
+              strict=False, verbose=True):
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
     ``filter_fn(name, module) -> bool`` selects layers by name (default: all linears).
@@ -83,7 +85,7 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
     ``Inspector(use_default_configs=True, verbose=False)``); pass one with ``set_configs`` or a
     schedule subset to narrow the search. ``decode_tokens`` / ``prefill_tokens``: the M each
     phase is tuned at (16 and 16 x 128 by default); calls with at most ``decode_tokens`` tokens run
-    the decode kernel. ``include_dense``: convert fully dense weights too. ``strict``: re-raise a
+    the decode kernel. ``strict``: re-raise a
     layer's tuning or compression error instead of reporting it and keeping the layer dense.
     ``verbose``: one progress line per linear on stderr.
 
@@ -119,8 +121,6 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
                 row.frac_24 = int((tm == int(TileType.SPARSE_24)).sum()) / n
                 row.frac_empty = int((tm == int(TileType.EMPTY)).sum()) / n
                 row.frac_dense = 1.0 - row.frac_24 - row.frac_empty
-                if row.frac_dense == 1.0 and not include_dense:
-                    skip = ("dense", "every 128x128 tile is dense (include_dense=True converts it anyway)")
             if skip is not None:
                 row.status, row.reason = skip
                 log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: kept dense ({row.status}: {row.reason})")
@@ -128,7 +128,7 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
             t0 = time.perf_counter()
             try:
                 mm = MixedModule.from_linear(mod, inspector=inspector, decode_tokens=decode_tokens,
-                                             prefill_tokens=prefill_tokens, allow_dense=True)
+                                             prefill_tokens=prefill_tokens)
             except Exception as e:  # noqa: BLE001 - report it; the layer stays as it was
                 if strict:
                     raise
@@ -137,15 +137,18 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
                 log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: FAILED, kept dense ({row.reason})")
                 continue
             row.seconds = time.perf_counter() - t0
-            model.set_submodule(name, mm)
             info = mm.tuning_info
+            if info["dense_reason"] is not None:     # the Inspector keeps W dense: the nn.Linear stays
+                row.status, row.reason = "dense", info["dense_reason"]
+                log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: kept dense ({row.reason})")
+                continue
+            model.set_submodule(name, mm)
             meta = mm._wc_meta
             row.status = CONVERTED
             row.tile = f"{meta['block_n']}x{meta['block_k']}"
             row.cfg_decoding, row.cfg_prefill = dict(mm.cfg_decoding), dict(mm.cfg_prefill)
             row.source_decoding, row.source_prefill = info["decode"]["source"], info["prefill"]["source"]
             row.ms_decoding, row.ms_prefill = info["decode"]["ms"], info["prefill"]["ms"]
-            row.proxy = info["proxy"]
             row.bytes_after = mm.weight_nbytes + _nbytes(mm.bias)
             del mod, W, mm
             log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: 2:4 {row.frac_24:.0%} dense {row.frac_dense:.0%} "

@@ -12,7 +12,8 @@ CONVERTED = "converted"
 @dataclasses.dataclass
 class LayerRow:
     """One linear layer. ``status`` is ``"converted"`` or says why the layer stayed dense:
-    ``"dense"`` (every 128x128 tile dense), ``"filtered"`` (``filter_fn`` said no),
+    ``"dense"`` (the Inspector keeps W dense: no 2:4 tile, or dense cuBLAS timed faster),
+    ``"filtered"`` (``filter_fn`` said no),
     ``"unsupported"`` (shape, dtype or device the kernels cannot take), ``"shared"`` (weight tied
     to another module) or ``"failed"`` (tuning or compression raised; the layer is untouched);
     ``reason`` has the details."""
@@ -32,7 +33,6 @@ class LayerRow:
     source_prefill: str = None
     ms_decoding: float = None      # the chosen kernel's measured time (None when not timed)
     ms_prefill: float = None
-    proxy: bool = False            # tuned on a proxy (weight without 2:4 tiles)
     bytes_before: int = 0
     bytes_after: int = 0
     seconds: float = 0.0           # tuning + compression of this layer

@@ -16,7 +16,8 @@ __all__ = ["CANDIDATE_VERSION", "TILE_PREFERENCE", "candidates", "kernel_candida
 
 # Part of the cache key: bump when the enumeration changes. 2: candidates typed per schedule,
 # tile maps from stoicc_ext.format.TileMap, the heuristic from choose_config on every device.
-CANDIDATE_VERSION = 2
+# 3: dense cuBLAS on the uncompressed weight is a candidate (a cached choice may be "dense").
+CANDIDATE_VERSION = 3
 # Tile shapes in the order the heuristic prefers them (largest first: fewest index entries).
 TILE_PREFERENCE = ((128, 128), (128, 64), (64, 128), (64, 64))
 

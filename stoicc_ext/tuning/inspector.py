@@ -36,6 +36,7 @@ from ..ops import manifest
 from . import cache as tuning_cache
 from .candidates import CANDIDATE_VERSION, candidates, heuristic_config, no_candidate_message
 from .configs import ConfigSpace, create_configs
+from .dense import DENSE_CONFIG, DenseWeight, dense_executor, is_dense_config
 from .device import device_props
 from .library import default_schedules, tuned_schedule
 from .report import PROGRESS_MIN, InspectReport, _describe, _problem_str, _why
@@ -83,8 +84,9 @@ class Inspector:
 
     Arguments:
       use_default_configs: include the built-in schedules ("sequential", "split_k", "stream_k")
-        with every compiled instance of this build, and the library's "densify" schedule
-        (stoicc_ext.tuning.densify: expand the weight, then cuBLAS; it wins at prefill sizes).
+        with every compiled instance of this build, the library's "densify" schedule
+        (stoicc_ext.tuning.densify: expand the weight, then cuBLAS; it wins at prefill sizes) and
+        "dense" (stoicc_ext.tuning.dense: cuBLAS on W uncompressed; where it wins, W stays dense).
       schedules: dict name -> ``Schedule``; user schedules are timed side by side with the
         built-in ones; a built-in name with ``Schedule()`` (no launcher) restricts that
         built-in schedule by its ``configs``; a user schedule under a built-in name replaces it.
@@ -139,9 +141,12 @@ class Inspector:
 
     def compress(self, W, best_config):
         """The compressed weight that ``best_config``'s executor reads (a CompressedWeight for the
-        library's schedules; the user compressor's tuple for a user schedule)."""
+        library's schedules; a ``DenseWeight``, W kept as it is, for the dense schedule; the user
+        compressor's tuple for a user schedule)."""
         if not isinstance(best_config, dict):
             raise TypeError(f"best_config must be a config dict, got {type(best_config).__name__}")
+        if is_dense_config(best_config):      # also without the dense schedule: inspect's no-2:4-tile answer
+            return DenseWeight(W)
         sch = self.schedules.get(best_config.get("schedule"))
         return compress(W, best_config) if sch is None else sch.compress_config(W, best_config)
 
@@ -152,7 +157,8 @@ class Inspector:
 
         X: ``[M, K]``, W: ``[N, K]`` (the ``nn.Linear`` layout), same fp16/bf16 dtype and device.
         ``sparse_arg=1``: W (the second operand) is the PATCH-pruned one. ``sparse_arg=0`` (X
-        sparse) is not supported: NotImplementedError (docs/inspector.md says why).
+        sparse) is not supported: NotImplementedError (docs/inspector.md says why). A W with no
+        2:4 tile gets the dense executor (``F.linear``, config ``{"schedule": "dense"}``) untimed.
         """
         t0 = time.perf_counter()
         _check_sparse_arg(sparse_arg)
@@ -161,13 +167,12 @@ class Inspector:
         N = W.shape[0]
         forbidden = _tuning_forbidden(W)
         tiles = TileMap.of(W, compute=forbidden is None)     # None during capture: W is not read
-        if tiles is not None and not tiles.any_24:
-            raise ValueError(
-                f"W ({N}x{K}) has no 2:4 tile (every {FINE_TILE}x{FINE_TILE} tile is dense or empty): "
-                "stoicc only pays off on PATCH-pruned weights with 2:4 tiles; use a dense torch matmul "
-                "(torch.nn.functional.linear) for this layer instead")
         identity = tuning_cache.device_identity(W.device)
         problem = dict(M=M, N=N, K=K, dtype=_DTYPE_NAMES[W.dtype], device=identity[0], sms=identity[1] or None)
+        if tiles is not None and not tiles.any_24:
+            return self._dense_result(problem, t0, f"W has no 2:4 tile (every {FINE_TILE}x{FINE_TILE} tile is "
+                                      "dense or empty): the stoicc kernels would skip nothing, so W stays dense "
+                                      "and runs on cuBLAS (F.linear)")
 
         # 1. the cache. The key fixes the candidates (schedules, config space, GPU, candidate
         # version); a record read from disk is untrusted input: its choice must be one of them.
@@ -274,6 +279,13 @@ class Inspector:
                        "using the cached choice (tune before capturing/compiling)")
         logger.info("stoicc: %s: cached choice %s (%s)", _problem_str(problem), _describe(cfg), src)
         return ex, cfg
+
+    def _dense_result(self, problem, t0, why):
+        """The ``dense`` schedule's executor, without timing (W has no 2:4 tile)."""
+        self.last_report = InspectReport(problem, "no 2:4 tile", dict(DENSE_CONFIG), [], time.perf_counter() - t0,
+                                         why)
+        logger.info("stoicc: %s: %s", _problem_str(problem), why)
+        return dense_executor(), dict(DENSE_CONFIG)
 
     def _heuristic_result(self, problem, cands, N, K, t0, why):
         cand = next(c for c in cands if c.config == heuristic_config(cands))

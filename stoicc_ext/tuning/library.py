@@ -1,5 +1,6 @@
-"""The library's own schedules (the three kernel schedules and densify): what an Inspector holds
-by default, how a user's ``Schedule`` becomes a typed one, and the executor of a saved config."""
+"""The library's own schedules (the three kernel schedules, densify and dense): what an Inspector
+holds by default, how a user's ``Schedule`` becomes a typed one, and the executor of a saved config."""
+from .dense import DENSE, DenseSchedule, dense_executor, is_dense_config
 from .densify import DENSIFY, DensifySchedule, densify_executor
 from .kernels import BUILTIN_SCHEDULES, KernelSchedule, executor_for, is_kernel_config
 from .schedules import Schedule, TunedSchedule, UserSchedule
@@ -8,9 +9,10 @@ __all__ = ["default_schedules", "tuned_schedule", "is_library_config", "library_
 
 
 def default_schedules():
-    """``Inspector(use_default_configs=True)``'s schedules: every compiled instance, and densify."""
+    """``Inspector(use_default_configs=True)``'s schedules: every compiled instance, densify and dense."""
     out = {name: KernelSchedule(name) for name in BUILTIN_SCHEDULES}
     out[DENSIFY] = DensifySchedule()
+    out[DENSE] = DenseSchedule()
     return out
 
 
@@ -31,11 +33,13 @@ def tuned_schedule(name, sch):
 def is_library_config(config):
     """Whether ``config`` belongs to one of the library's schedules (so it can be rebuilt from
     the config alone)."""
-    return is_kernel_config(config) or config.get("schedule") == DENSIFY
+    return is_kernel_config(config) or config.get("schedule") == DENSIFY or is_dense_config(config)
 
 
 def library_executor(config, N, K):
     """The executor of a config of the library's schedules (a saved model is rebuilt with it)."""
     if config.get("schedule") == DENSIFY:
         return densify_executor(config)
+    if is_dense_config(config):
+        return dense_executor()
     return executor_for(config, N, K)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from .configs import canonical
+from .dense import DENSE
 from .densify import DENSIFY
 from .kernels import is_kernel_config
 
@@ -25,6 +26,8 @@ def _kernel_name(c):
         return f"{c['instance']} SPLIT_K={'auto' if c.get('SPLIT_K') == 0 else c.get('SPLIT_K')}"
     if c.get("schedule") == DENSIFY:
         return f"{c.get('BLOCK_N')}x{c.get('BLOCK_K')} tiles"
+    if c.get("schedule") == DENSE:
+        return "F.linear on W uncompressed"
     return None
 
 
@@ -51,6 +54,16 @@ def _why(best, ok, heur):
     """Why ``best`` was chosen among the timed records ``ok`` (``heur``: the heuristic's config)."""
     parts = [f"fastest of {len(ok)} timed candidates ({best['ms'] * 1e3:.2f} us)"]
     rest = sorted((r for r in ok if r is not best), key=lambda r: r["ms"])
+    if best["schedule"] == DENSE:
+        parts[0] = (f"dense cuBLAS on W uncompressed (F.linear) is the fastest of {len(ok)} timed candidates "
+                    f"({best['ms'] * 1e3:.2f} us): W stays dense")
+        if rest:
+            parts.append(f"the best stoicc candidate, {_short(rest[0]['config'])}, measured "
+                         f"{rest[0]['ms'] * 1e3:.2f} us ({(rest[0]['ms'] / best['ms'] - 1) * 100:+.1f}%)")
+        return "; ".join(parts)
+    dense = next((r for r in ok if r["schedule"] == DENSE), None)
+    if dense is not None:
+        parts.append(f"dense cuBLAS on W uncompressed {(dense['ms'] / best['ms'] - 1) * 100:+.1f}%")
     if rest:
         parts.append(f"runner-up {_short(rest[0]['config'])} "
                      f"{(rest[0]['ms'] / best['ms'] - 1) * 100:+.1f}%")
@@ -98,7 +111,8 @@ class _Progress:
 class InspectReport:
     """What one ``inspect`` call did: problem, source of the choice, all candidate timings.
 
-    ``source`` is "tuned", "memory cache", "disk cache" or "heuristic"; ``str(report)`` (and
+    ``source`` is "tuned", "memory cache", "disk cache", "heuristic" or "no 2:4 tile" (the dense
+    executor, untimed); ``str(report)`` (and
     ``Inspector.summary()``) is a readable summary.
     """
 
@@ -136,7 +150,7 @@ class InspectReport:
             lines.append(f"  {'rank':>4} {'us':>9} {'vs best':>8}  {'tile':<7}  schedule / config")
             for i, c in enumerate(ranked[:top]):
                 cc = canonical(c["config"])
-                tile = f"{cc.get('BLOCK_N', '?')}x{cc.get('BLOCK_K', '?')}"
+                tile = f"{cc['BLOCK_N']}x{cc.get('BLOCK_K', '?')}" if "BLOCK_N" in cc else "-"
                 lines.append(f"  {i + 1:>4} {c['ms'] * 1e3:>9.2f} {c['ms'] / best:>8.3f}  {tile:<7}  "
                              f"{_describe(c['config'])}")
         failed = [c for c in self.candidates if c.get("error")]
@@ -144,8 +158,8 @@ class InspectReport:
             lines.append(f"  {len(failed)} candidate(s) failed, e.g. {_describe(failed[0]['config'])}: "
                          f"{failed[0]['error']}")
         cc = canonical(self.chosen)
-        lines.append(f"chosen: {_describe(self.chosen)}, BLOCK_M={cc.get('BLOCK_M')} "
-                     f"tile {cc.get('BLOCK_N')}x{cc.get('BLOCK_K')}")
+        lines.append(f"chosen: {_describe(self.chosen)}" + (f", BLOCK_M={cc.get('BLOCK_M')} tile {cc['BLOCK_N']}x"
+                                                              f"{cc.get('BLOCK_K')}" if "BLOCK_N" in cc else ""))
         lines.append(f"why: {self.why}")
         if self.cache_path:
             lines.append(f"cache: {self.cache_path}")

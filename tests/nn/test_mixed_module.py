@@ -11,7 +11,7 @@ from torch import nn
 import stoicc_ext
 import stoicc_ext as STOICC
 from stoicc_ext.nn.mixed_module import MixedModule
-from stoicc_ext.nn.recipe import tune_weight, tuning_proxy, has_24_tile
+from stoicc_ext.nn.recipe import tune_weight, has_24_tile
 from stoicc_ext.testing import random_patch_weight
 
 from conftest import HAS_CUDA, FakeTimer, assert_matches, needs_ext, reference
@@ -224,29 +224,25 @@ def test_from_linear_errors():
         MixedModule.from_linear(nn.Conv1d(4, 4, 1))
     with pytest.raises(TypeError, match="float16 or bfloat16"):
         MixedModule.from_linear(linear_of(weight().float()))
-    dense = torch.randn(256, 384).half()
-    with pytest.raises(ValueError, match="no 2:4 tile"):
-        MixedModule.from_linear(linear_of(dense))
     meta = nn.Linear(384, 256, device="meta", dtype=torch.float16)
     with pytest.raises(ValueError, match="meta"):
         MixedModule.from_linear(meta)
 
 
-def test_from_linear_dense_weight_via_proxy():
+def test_from_linear_keeps_a_weight_without_24_tiles_dense():
     dense = (torch.randn(256, 384) * 0.1).half()
-    assert not has_24_tile(dense)
-    P = tuning_proxy(dense)
-    assert has_24_tile(P) and (P != dense).sum() > 0 and (P != dense).sum() <= 64 * 64 // 2
-    mm = MixedModule.from_linear(linear_of(dense), allow_dense=True)
-    assert mm.tuning_info["proxy"] is True
-    assert torch.equal(STOICC.decompress(mm.compressed_weight), dense)     # W itself compressed, not the proxy
-    x = x_of(20, 384)
-    assert_matches(mm(x), reference(x, dense), torch.float16)
     empty_dense = dense.clone()
     empty_dense[:128] = 0                                                   # empty + dense tiles, no 2:4 tile
-    mm = MixedModule.from_linear(linear_of(empty_dense), allow_dense=True)
-    assert_matches(mm(x), reference(x, empty_dense), torch.float16)
-    assert tuning_proxy(torch.zeros(128, 128, dtype=torch.float16)).count_nonzero() > 0
+    x = x_of(20, 384)
+    for W in (dense, empty_dense):
+        assert not has_24_tile(W)
+        mm = MixedModule.from_linear(linear_of(W))
+        assert mm.cfg_decoding == mm.cfg_prefill == {"schedule": "dense"}
+        assert "no 2:4 tile" in mm.tuning_info["dense_reason"]
+        (kept,) = mm.compressed_tensors()
+        assert kept is mm.compressed_tensors()[0] and torch.equal(kept, W)  # W as it is, not compressed
+        assert torch.equal(mm(x), torch.nn.functional.linear(x, W))          # F.linear itself
+        assert torch.equal(mm(x[:3]), torch.nn.functional.linear(x[:3], W))
 
 
 def test_recipe_pins_decode_tile_and_restores_the_space():

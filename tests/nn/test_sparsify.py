@@ -21,7 +21,7 @@ def test_sparsify_converts_and_matches_dense(capsys):
     xs = (hidden(4), hidden(5, batch=3, seed=2), hidden(40, seed=3))        # decode, 3-D decode, prefill
     ref = outputs(model, *xs)
     before = {n: m.weight.clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    report = STOICC.sparsify_(model, decode_tokens=16, prefill_tokens=64)
+    report = STOICC.sparsify_(model, decode_tokens=16, prefill_tokens=64, verbose=True)
     err = capsys.readouterr().err
     assert "[1/16] model.layers.0.self_attn.q_proj" in err and "kept dense" in err
 
@@ -39,7 +39,7 @@ def test_sparsify_converts_and_matches_dense(capsys):
             assert r.cfg_decoding["instance"] and r.cfg_prefill["instance"]
             assert r.source_decoding == "heuristic" and r.ms_decoding is None        # CPU: no timing
             assert torch.equal(STOICC.decompress(mod.compressed_weight), before[r.name])
-    assert report[dense_name].status == "dense" and "every 128x128 tile is dense" in report[dense_name].reason
+    assert report[dense_name].status == "dense" and "no 2:4 tile" in report[dense_name].reason
     assert report["lm_head"].status == "dense"                                     # nn.Linear init: dense
     assert report["extra"].status == "unsupported" and "200x256 is not a multiple" in report["extra"].reason
     assert report.bytes_after < report.bytes_before
@@ -72,15 +72,37 @@ def test_sparsify_keeps_what_it_cannot_take():
         STOICC.sparsify_(nn.Linear(128, 128))
 
 
-def test_sparsify_include_dense():
-    dense_name = "model.layers.0.self_attn.k_proj"
-    model = patch_model(dense_layer=dense_name)
-    x = hidden(20)
-    ref = outputs(model, x)
-    rep = STOICC.sparsify_(model, include_dense=True, filter_fn=lambda n, m: ".layers." in n, verbose=False)
-    assert len(rep.converted) == LAYER_LINEARS and rep[dense_name].proxy and rep[dense_name].frac_dense == 1.0
-    for a, b in zip(outputs(model, x), ref):
-        assert close(a, b)
+def test_sparsify_at_0_percent_is_the_dense_model():
+    """Unpruned weights (no 2:4 tile) stay nn.Linear, untouched: the converted model is the dense one."""
+    model = patch_model(frac=0.0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.add_(0.01 * (m.weight == 0))                          # no empty tile either
+    before = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    rep = STOICC.sparsify_(model, filter_fn=lambda n, m: ".layers." in n, verbose=False)
+    assert not rep.converted and rep.bytes_after == rep.bytes_before
+    for r in rep.rows:
+        if ".layers." in r.name:
+            assert r.status == "dense" and "no 2:4 tile" in r.reason and r.frac_dense == 1.0
+        assert type(model.get_submodule(r.name)) is nn.Linear and model.get_submodule(r.name).weight is before[r.name]
+
+
+def test_sparsify_keeps_dense_where_dense_cublas_is_timed_faster():
+    model = patch_model(n_layers=1)
+
+    def timer(fn, args_list, config):                 # dense cuBLAS fastest for q_proj's shape (256x256) only
+        return 0.5 if config["schedule"] == "dense" and args_list[0][0].shape == (256, 256) else \
+            1.0 + 0.001 * config.get("SPLIT_K", 1000)
+
+    rep = STOICC.sparsify_(model, inspector=STOICC.Inspector(timer=timer, verbose=False), decode_tokens=16,
+                           prefill_tokens=64, filter_fn=lambda n, m: ".layers." in n, verbose=False)
+    q = rep["model.layers.0.self_attn.q_proj"]
+    assert q.status == "dense" and "dense cuBLAS on W uncompressed (F.linear) is the fastest" in q.reason
+    assert "the best stoicc candidate" in q.reason
+    assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)
+    assert rep["model.layers.0.mlp.up_proj"].converted                     # 384x256: the kernels win
+    assert isinstance(model.model.layers[0].mlp.up_proj, MixedModule)
 
 
 def test_sparsify_tunes_each_distinct_case_once():
