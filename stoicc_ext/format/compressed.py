@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .tile_map import TileMap, TileType, _check_weight, check_tile_map
+from .tile_map import TileMap, TileType, _check_weight, as_int, check_tile_map
 
 __all__ = [
     "FORMAT_VERSION", "ALLOWED_BLOCKS", "VALUE_DTYPES", "CompressedWeight",
@@ -155,10 +155,10 @@ class CompressedWeight(tuple):
         if len(self) != len(_NAMES):
             raise ValueError(f"CompressedWeight needs exactly {len(_NAMES)} tensors "
                              f"{_NAMES}, got {len(self)}")
-        self.N, self.K = int(N), int(K)
-        self.block_n, self.block_k = int(block_n), int(block_k)
+        self.N, self.K = as_int("N", N), as_int("K", K)
+        self.block_n, self.block_k = as_int("block_n", block_n), as_int("block_k", block_k)
         self.dtype = _dtype_of(dtype)
-        self.format_version = int(format_version)
+        self.format_version = as_int("format_version", format_version)
         return self
 
     sparse_row_ptr = _field(0, "sparse_row_ptr")
@@ -222,7 +222,7 @@ class CompressedWeight(tuple):
                 raise ValueError(f"missing tensors {missing}")
             tensors = [tensors[n] for n in _NAMES]
         md = dict(metadata)
-        version = int(md.get("format_version", FORMAT_VERSION))
+        version = as_int("format_version", md.get("format_version", FORMAT_VERSION))
         if version != FORMAT_VERSION:
             raise ValueError(f"format_version {version} is not supported (this is "
                              f"stoicc format {FORMAT_VERSION})")
@@ -288,6 +288,7 @@ def compress(W, block_n=128, block_k=128, tile_map=None):
     if W.dtype not in VALUE_DTYPES:
         raise TypeError(f"W must be float16 or bfloat16, got dtype {W.dtype}")
     TR, TC = _check_weight(W, block_n, block_k, ALLOWED_BLOCKS)
+    block_n, block_k = int(block_n), int(block_k)     # np.int64 and the like, checked above
     if tile_map is None:
         tm = TileMap.of(W).at(block_n, block_k).to(W.device)
     else:
@@ -382,7 +383,7 @@ def _config_tile(config):
     except KeyError:
         raise ValueError(f"config needs BLOCK_N and BLOCK_K (or BLOCK_SIZE_N and BLOCK_SIZE_K), "
                          f"got keys {sorted(config)}") from None
-    return int(bn), int(bk)
+    return as_int("BLOCK_N", bn), as_int("BLOCK_K", bk)
 
 
 def compressed_nbytes(tile_map, block_n, block_k, elem_size=2):
@@ -457,7 +458,7 @@ def validate(Wc, *, N=None, K=None, block_n=None, block_k=None, dtype=None):
                 raise TypeError(f"validate: {k} is unknown: pass a CompressedWeight or {k}=...")
             else:
                 given[k] = getattr(Wc, k)
-    N, K, bn, bk = (int(given[k]) for k in ("N", "K", "block_n", "block_k"))
+    N, K, bn, bk = (as_int(k, given[k]) for k in ("N", "K", "block_n", "block_k"))
     dtype = _dtype_of(given["dtype"])
     if getattr(Wc, "format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise ValueError(f"format_version {Wc.format_version} is not supported")
@@ -496,6 +497,9 @@ def validate(Wc, *, N=None, K=None, block_n=None, block_k=None, dtype=None):
         if t[name].numel() != n:
             raise ValueError(f"{name} has length {t[name].numel()}, expected {why[name]} = {n} "
                              f"(N={N}, K={K}, block {bn}x{bk})")
+    if t["sparse_row_ptr"].device.type == "meta":
+        raise ValueError("the tensors are on the meta device, which holds no values: validate checks the row "
+                         "pointers, columns and metadata words, so call it before moving the weight to meta")
 
     s_ids = _check_csr("sparse", t["sparse_row_ptr"], t["sparse_cols"], TR, TC)
     d_ids = _check_csr("dense", t["dense_row_ptr"], t["dense_cols"], TR, TC)

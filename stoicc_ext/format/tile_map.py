@@ -7,6 +7,7 @@ over the two in-tile axes, with no Python loop over tiles.
 """
 import enum
 import hashlib
+import operator
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -18,6 +19,23 @@ FINE_TILE = 64
 # classify_tiles accepts any of these on each side (all divide 128 and are multiples of 4,
 # so a 2:4 group never straddles a tile and any of them sub-tiles PATCH's 128 grid).
 CLASSIFY_BLOCKS = (16, 32, 64, 128)
+
+
+def as_int(name, v):
+    """``v`` as an int: an int or integer scalar (``np.int64``, a 0-d integer tensor), or a decimal
+    string (safetensors metadata is ``str -> str``). A float or a bool raises TypeError naming
+    ``name``, where ``int()`` would have truncated 128.7 to 128 without a word."""
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {v!r}") from None
+    if not isinstance(v, bool):
+        try:
+            return operator.index(v)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
 
 
 class TileType(enum.IntEnum):
@@ -40,8 +58,13 @@ def _check_weight(W, block_n, block_k, allowed, what="W"):
     if not W.is_floating_point():
         raise TypeError(f"{what} must be a floating point tensor, got dtype {W.dtype}")
     for name, b in (("block_n", block_n), ("block_k", block_k)):
-        if isinstance(b, bool) or not isinstance(b, int) or b not in allowed:
+        try:
+            ok = as_int(name, b) in allowed
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"{name}={b!r} is not allowed: it must be one of {allowed}")
+    block_n, block_k = int(block_n), int(block_k)
     N, K = W.shape
     for side, size, b, bname in (("N", N, block_n, "block_n"), ("K", K, block_k, "block_k")):
         if size % b != 0:

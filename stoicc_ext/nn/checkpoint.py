@@ -28,6 +28,7 @@ from torch import nn
 
 from .._version import __version__
 from ..format.compressed import CompressedWeight
+from ..format.tile_map import as_int
 from ..tuning.library import is_library_config, library_executor
 from .mixed_module import MixedModule
 
@@ -123,14 +124,45 @@ def read_metadata(path):
     if raw is None:
         raise ValueError(f"{os.fspath(path)} is not a stoicc checkpoint (no '{_META_KEY}' metadata); "
                          "write one with stoicc_ext.save_compressed")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata is a JSON {type(meta).__name__}, "
+                         "not an object")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{os.fspath(path)}: format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
     if meta.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{os.fspath(path)}: checkpoint format version {meta.get('version')!r} (written by stoicc "
                          f"{meta.get('library')}) is not supported; this stoicc ({__version__}) reads version "
                          f"{CHECKPOINT_VERSION}")
+    if not isinstance(meta.get("layers"), dict) or not isinstance(meta.get("aliases", {}), dict):
+        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata has no 'layers' object (or an 'aliases' "
+                         f"that is not one; keys: {sorted(meta)}): the header is damaged")
     return meta
+
+
+_LAYER_FIELDS = ("N", "K", "weight", "cfg_decoding", "cfg_prefill", "decode_max_tokens")
+
+
+def _layer_entry(path, name, lm):
+    """A layer's metadata with its sizes as ints; ValueError naming the file and the layer when a
+    field is missing or of the wrong kind."""
+    where = f"{os.fspath(path)}: layer {name!r}"
+    if not isinstance(lm, dict):
+        raise ValueError(f"{where}: its metadata is a {type(lm).__name__}, not an object")
+    missing = [f for f in _LAYER_FIELDS if f not in lm]
+    if missing:
+        raise ValueError(f"{where}: its metadata lacks {missing}")
+    for f in ("weight", "cfg_decoding", "cfg_prefill"):
+        if not isinstance(lm[f], dict):
+            raise ValueError(f"{where}: {f} is a {type(lm[f]).__name__}, not an object")
+    try:
+        return dict(lm, N=as_int("N", lm["N"]), K=as_int("K", lm["K"]),
+                    decode_max_tokens=as_int("decode_max_tokens", lm["decode_max_tokens"]))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
@@ -156,12 +188,13 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
 
     converted_keys = set()
     for name, lm in meta["layers"].items():
+        lm = _layer_entry(path, name, lm)
         try:
             mod = model.get_submodule(name)
         except AttributeError:
             raise KeyError(f"checkpoint layer {name!r} is not a module of the model: is the skeleton the model "
                            f"the checkpoint was saved from?") from None
-        N, K = int(lm["N"]), int(lm["K"])
+        N, K = lm["N"], lm["K"]
         if not isinstance(mod, (nn.Linear, MixedModule)):   # both have out_features / in_features
             raise TypeError(f"checkpoint layer {name!r} is a {type(mod).__name__} in the model; expected nn.Linear")
         if (mod.out_features, mod.in_features) != (N, K):
@@ -171,7 +204,10 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
         missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"checkpoint layer {name!r}: tensors {missing} are missing from the file")
-        Wc = CompressedWeight.from_tensors([state[k] for k in keys], lm["weight"], check=True)
+        try:
+            Wc = CompressedWeight.from_tensors([state[k] for k in keys], lm["weight"], check=True)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"checkpoint layer {name!r}: {e}") from None
         if (Wc.N, Wc.K) != (N, K):
             raise ValueError(f"checkpoint layer {name!r}: compressed weight is {Wc.N}x{Wc.K}, metadata says {N}x{K}")
         bias = None
@@ -181,8 +217,12 @@ def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
             bias = state[f"{name}.bias"]
             converted_keys.add(f"{name}.bias")
         cfg_d, cfg_p = lm["cfg_decoding"], lm["cfg_prefill"]
-        mm = MixedModule(Wc, library_executor(cfg_p, N, K), library_executor(cfg_d, N, K), cfg_p, cfg_d, N, K,
-                         bias=bias, decode_max_tokens=int(lm["decode_max_tokens"]))
+        try:
+            ex_p, ex_d = library_executor(cfg_p, N, K), library_executor(cfg_d, N, K)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint layer {name!r}: its configs cannot be rebuilt ({type(e).__name__}: {e})") \
+                from None
+        mm = MixedModule(Wc, ex_p, ex_d, cfg_p, cfg_d, N, K, bias=bias, decode_max_tokens=lm["decode_max_tokens"])
         model.set_submodule(name, mm)
         converted_keys.update(keys)
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -35,9 +36,19 @@ def patch_maskable(name, param):
 def _open(path_or_npz):
     """A mapping name -> numpy array (an opened npz, or a dict given as is)."""
     if isinstance(path_or_npz, (str, os.PathLike)):
-        if not os.path.exists(path_or_npz):
-            raise FileNotFoundError(f"mask file {os.fspath(path_or_npz)!r} does not exist")
-        return np.load(path_or_npz, allow_pickle=False)
+        path = os.fspath(path_or_npz)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"mask file {path!r} does not exist")
+        # numpy's own errors here mislead (a text file "contains pickled data ... allow_pickle"):
+        # masks are never pickles, so say what the file is not
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"mask file {path!r} is not a numpy .npz archive (PATCH's mask.npz is written with "
+                             f"np.savez_compressed): {type(e).__name__}") from None
+        if not hasattr(npz, "files"):
+            raise ValueError(f"mask file {path!r} is a single .npy array, not an .npz archive of masks")
+        return npz
     if hasattr(path_or_npz, "files") or isinstance(path_or_npz, dict):
         return path_or_npz
     raise TypeError(f"expected a path to mask.npz, an opened np.load(...) or a dict, got {type(path_or_npz).__name__}")
@@ -47,7 +58,7 @@ def _keys(npz):
     return list(npz.files) if hasattr(npz, "files") else list(npz.keys())
 
 
-def _meta(npz, keys):
+def _meta(npz, keys, where):
     if META_KEY not in keys:
         return {}
     raw = np.asarray(npz[META_KEY])
@@ -57,7 +68,7 @@ def _meta(npz, keys):
     try:
         return json.loads(str(text))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{META_KEY} is not valid JSON: {e}") from None
+        raise ValueError(f"{where}: {META_KEY} is not valid JSON: {e}") from None
 
 
 def read_patch_mask(path_or_npz):
@@ -66,7 +77,7 @@ def read_patch_mask(path_or_npz):
     masks, shapes nor ``__meta__`` are ignored with a warning."""
     npz = _open(path_or_npz)
     keys = _keys(npz)
-    meta = _meta(npz, keys)
+    meta = _meta(npz, keys, os.fspath(path_or_npz) if isinstance(path_or_npz, (str, os.PathLike)) else "mask file")
     masks = {}
     names = [k for k in keys if k != META_KEY and not k.endswith(SHAPE_SUFFIX)]
     shapes = {k[:-len(SHAPE_SUFFIX)] for k in keys if k.endswith(SHAPE_SUFFIX)}
@@ -80,7 +91,11 @@ def read_patch_mask(path_or_npz):
     for name in names:
         if name not in shapes:
             continue
-        shape = tuple(int(s) for s in np.asarray(npz[name + SHAPE_SUFFIX]).reshape(-1))
+        stored = np.asarray(npz[name + SHAPE_SUFFIX])
+        if stored.dtype.kind not in "iu" or (stored < 0).any():
+            raise ValueError(f"mask {name!r}: {name}{SHAPE_SUFFIX} must hold non-negative integers (np.int64), "
+                             f"got {stored.dtype} {stored.tolist()}")
+        shape = tuple(int(s) for s in stored.reshape(-1))
         packed = np.asarray(npz[name])
         if packed.dtype != np.uint8:
             raise ValueError(f"mask {name!r}: expected np.packbits output (uint8), got {packed.dtype}")

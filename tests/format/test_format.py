@@ -538,3 +538,32 @@ def test_compress_with_config_dict():
         assert torch.equal(decompress(Wc), W)
     with pytest.raises(ValueError, match="config needs BLOCK_N and BLOCK_K"):
         compress(W, {"BLOCK_M": 16})
+
+
+def test_integer_arguments():
+    """Sizes must be integers: np.int64 (and other integer scalars) are taken, a float is
+    refused wherever int() used to truncate it (128.7 read as 128)."""
+    import numpy as np
+
+    W, _ = random_patch_weight(256, 256, 0.5, generator=torch.Generator().manual_seed(4))
+    Wc = compress(W, np.int64(128), np.int64(64))
+    assert (Wc.block_n, Wc.block_k) == (128, 64) and type(Wc.block_n) is int
+    assert (compress(W, {"BLOCK_N": np.int64(64), "BLOCK_K": 128}).block_n) == 64
+    with pytest.raises(TypeError, match=r"BLOCK_N must be an integer, got 128.7"):
+        compress(W, {"BLOCK_N": 128.7, "BLOCK_K": 128})
+    with pytest.raises(TypeError, match=r"block_n must be an integer, got 128.7"):
+        validate(tuple(Wc), N=256, K=256, block_n=128.7, block_k=64)
+    validate(tuple(Wc), N=np.int64(256), K=256, block_n=128, block_k=np.int32(64))
+    with pytest.raises(TypeError, match=r"N must be an integer, got 256.5"):
+        CompressedWeight(tuple(Wc), N=256.5, K=256, block_n=128, block_k=64, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"K must be an integer, got '256x'"):
+        CompressedWeight.from_tensors(tuple(Wc), dict(Wc.metadata(), K="256x"))
+
+
+def test_validate_on_meta_says_why(wc):
+    """The meta device holds no values to check: a clear error, after the shape checks."""
+    meta = wc.to("meta")
+    with pytest.raises(ValueError, match="meta device, which holds no values"):
+        validate(meta)
+    with pytest.raises(ValueError, match="sparse_values has length"):
+        validate(corrupt(meta, 2, meta.sparse_values[:-1]))

@@ -161,3 +161,40 @@ def test_failed_save_keeps_the_existing_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         STOICC.save_compressed(model, path)
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_damaged_headers_name_the_file_and_layer(tmp_path):
+    """Metadata that parses but lacks a key, or does not parse, or holds a size that is not a
+    number: a ValueError naming the file (and the layer), not a bare KeyError or int() error."""
+    import safetensors.torch as st
+    from safetensors import safe_open
+
+    model = converted(n_layers=1)
+    path = tmp_path / "m.safetensors"
+    STOICC.save_compressed(model, path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["stoicc"])
+    tensors = st.load_file(str(path))
+
+    def rewrite(name, header):
+        p = tmp_path / name
+        st.save_file(tensors, str(p), metadata={"stoicc": header})
+        return p
+
+    no_layers = {k: v for k, v in meta.items() if k != "layers"}
+    p = rewrite("nolayers.safetensors", json.dumps(no_layers))
+    with pytest.raises(ValueError, match=r"nolayers.safetensors.*no 'layers' object"):
+        STOICC.load_compressed(TinyLM(n_layers=1).half(), p)
+    p = rewrite("notjson.safetensors", json.dumps(meta)[:-7])
+    with pytest.raises(ValueError, match=r"notjson.safetensors.*not valid JSON"):
+        STOICC.load_compressed(TinyLM(n_layers=1).half(), p)
+    bad = json.loads(json.dumps(meta))
+    bad["layers"]["model.layers.0.mlp.up_proj"]["N"] = "384x"
+    p = rewrite("badint.safetensors", json.dumps(bad))
+    with pytest.raises(ValueError, match=r"badint.safetensors: layer 'model.layers.0.mlp.up_proj': N must be an "
+                                         r"integer, got '384x'"):
+        STOICC.load_compressed(TinyLM(n_layers=1).half(), p)
+    del bad["layers"]["model.layers.0.mlp.up_proj"]["cfg_prefill"]
+    p = rewrite("nocfg.safetensors", json.dumps(bad))
+    with pytest.raises(ValueError, match=r"layer 'model.layers.0.mlp.up_proj': its metadata lacks \['cfg_prefill'\]"):
+        STOICC.load_compressed(TinyLM(n_layers=1).half(), p)

@@ -121,3 +121,32 @@ def test_mask_errors(tmp_path):
         STOICC.apply_patch_mask_(model, tmp_path / "nope.npz")
     with pytest.raises(TypeError, match="boolean"):
         STOICC.write_patch_mask(path, {"w": torch.ones(2, 2)}, {})
+
+
+def test_not_a_mask_file(tmp_path):
+    """A text file or a single .npy given as mask.npz: a ValueError saying what the file is not,
+    not numpy's advice to allow pickles."""
+    text = tmp_path / "mask.npz"
+    text.write_text("model.layers.0.self_attn.q_proj.weight 1 0 1 1\n")
+    with pytest.raises(ValueError, match=r"mask.npz' is not a numpy .npz archive") as info:
+        STOICC.read_patch_mask(text)
+    assert "pickle" not in str(info.value)
+    npy = tmp_path / "one.npy"
+    np.save(npy, np.zeros(4, dtype=np.uint8))
+    with pytest.raises(ValueError, match="single .npy array"):
+        STOICC.read_patch_mask(npy)
+
+
+def test_float_shapes_and_bad_meta_are_refused(tmp_path):
+    """A shape stored as floats is refused (int() would truncate 256.7 to 256 and read another
+    shape); a __meta__ that is not JSON names the file."""
+    bits = np.packbits(np.ones(256 * 256, dtype=bool))
+    for shape in ([256.0, 256.0], [256.7, 256]):
+        path = tmp_path / "f.npz"
+        np.savez(path, **{"w": bits, "w.__shape__": np.asarray(shape)})
+        with pytest.raises(ValueError, match=r"mask 'w': w.__shape__ must hold non-negative integers"):
+            STOICC.read_patch_mask(path)
+    path = tmp_path / "m.npz"
+    np.savez(path, **{"w": bits, "w.__shape__": np.asarray([256, 256]), "__meta__": np.asarray("{oops")})
+    with pytest.raises(ValueError, match=r"m.npz: __meta__ is not valid JSON"):
+        STOICC.read_patch_mask(path)
