@@ -11,6 +11,18 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-bash "$REPO/scripts/setup_env.sh" >&2
 VENV="${STOICC_VENV:-$REPO/.venv}"
+for arg in "$@"; do   # --help answers at once: this header, then bench/e2e.py's options if the venv exists
+  if [ "$arg" = "-h" ] || [ "$arg" = "--help" ]; then
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+    if [ -x "$VENV/bin/python" ]; then
+      echo
+      "$VENV/bin/python" "$REPO/bench/e2e.py" --help || echo "(bench/e2e.py --help failed: bash scripts/setup_env.sh repairs the environment)"
+    else
+      echo "(bench/e2e.py's options are listed once the environment exists: bash scripts/setup_env.sh)"
+    fi
+    exit 0
+  fi
+done
+bash "$REPO/scripts/setup_env.sh" >&2
 exec "$VENV/bin/python" "$REPO/bench/e2e.py" "$@"

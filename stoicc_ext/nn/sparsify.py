@@ -22,13 +22,16 @@ Every converted layer is tuned through one ``Inspector``: decode at ``decode_tok
 Layers with the same (N, K, dtype, tile map) are tuned once: the Inspector's cache (memory, and
 disk across processes) answers the repeats. On the CPU the Inspector's heuristic decides.
 """
-import sys
+import functools
+import logging
 import time
 import warnings
 
 import torch
 from torch import nn
 
+from .._logging import emitter, get_logger
+from .._logging import progress as _progress
 from ..format.tile_map import TileMap, TileType
 from ..tuning.inspector import Inspector
 from ..tuning.report import _short
@@ -39,6 +42,7 @@ from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
 __all__ = ["sparsify_", "PATCH_TILE"]
 
 PATCH_TILE = 128
+_log = get_logger("sparsify")
 _DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -77,7 +81,7 @@ def _check(name, mod, owners, filter_fn):
 
 
 def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-              strict=False, verbose=True):
+              strict=False, verbose=False, progress=None):
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
     ``filter_fn(name, module) -> bool`` selects layers by name (default: all linears).
@@ -87,7 +91,10 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
     phase is tuned at (16 and 16 x 128 by default); calls with at most ``decode_tokens`` tokens run
     the decode kernel. ``strict``: re-raise a
     layer's tuning or compression error instead of reporting it and keeping the layer dense.
-    ``verbose``: one progress line per linear on stderr.
+    ``verbose``: one line per linear on stderr (otherwise they are logged to
+    ``logging.getLogger("stoicc.sparsify")`` at DEBUG, the first line and the summary at INFO).
+    ``progress``: a tqdm progress bar over the layers (``None``: when stderr is a terminal and
+    ``verbose`` is off; ``False``: never; no bar without tqdm installed).
 
     Returns a ``SparsifyReport`` (``print(report)`` for the table, ``report.to_dict()`` for JSON).
     """
@@ -102,10 +109,12 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
     rows = []
     t_start = time.perf_counter()
     device = None
-    log = (lambda s: print(s, file=sys.stderr, flush=True)) if verbose else (lambda s: None)
-    log(f"stoicc sparsify_: {len(names)} linear layers; decode M={decode_tokens}, prefill M={prefill_tokens}")
-    with torch.no_grad():
-        for i, name in enumerate(names):
+    say = emitter(_log, verbose)
+    log = functools.partial(say, level=logging.DEBUG)       # the per-layer lines
+    say(f"stoicc sparsify_: {len(names)} linear layers; decode M={decode_tokens}, prefill M={prefill_tokens}")
+    bar = (False if verbose else None) if progress is None else bool(progress)   # None: if stderr is a tty
+    with torch.no_grad(), _progress(names, enabled=bar, desc="stoicc sparsify_", unit="layer") as layer_names:
+        for i, name in enumerate(layer_names):
             mod = model.get_submodule(name)       # looked up by name: no list keeps the dense layers alive
             W = mod.weight
             device = device or str(W.device)
@@ -157,5 +166,5 @@ def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOK
                 f"{row.bytes_after / row.bytes_before:.3f}x bytes, {row.seconds:.2f} s")
     report = SparsifyReport(rows, elapsed_s=time.perf_counter() - t_start, decode_tokens=decode_tokens,
                             prefill_tokens=prefill_tokens, device=device)
-    log(report.summary())
+    say(report.summary())
     return report

@@ -45,7 +45,7 @@ from .tuner import default_timer, tune
 
 __all__ = ["Inspector"]
 
-logger = logging.getLogger("stoicc_ext.inspector")
+logger = logging.getLogger("stoicc.inspector")
 
 _WARNED = set()
 
@@ -94,12 +94,12 @@ class Inspector:
         (no disk), False (no cache).
       timer: ``timer(fn, args_list, config) -> ms`` (default: ``default_timer``, the benchmark
         protocol). Injectable for tests or other protocols; a custom timer is part of the cache key.
-      repeats, warmup: for the default timer. verbose: progress and the summary on stderr.
+      repeats, warmup: for the default timer. verbose: progress and the summary on stderr (default off).
       cache_dir: overrides STOICC_CACHE_DIR.
     """
 
     def __init__(self, use_default_configs=True, schedules=None, cache=None, *, timer=None, repeats=15, warmup=3,
-                 verbose=True, cache_dir=None):
+                 verbose=False, cache_dir=None):
         self.schedules = default_schedules() if use_default_configs else {}
         if schedules is not None:
             if not isinstance(schedules, dict):

@@ -13,7 +13,7 @@ from .timing import rotated_copies, time_graph
 
 __all__ = ["default_timer"]
 
-logger = logging.getLogger("stoicc_ext.inspector")
+logger = logging.getLogger("stoicc.inspector")
 
 
 def default_timer(fn, args_list, config=None, *, warmup=3, repeats=15):
