@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+from .._logging import _tqdm
 from .configs import canonical
 from .dense import DENSE
 from .densify import DENSIFY
@@ -84,14 +85,20 @@ class _Progress:
         self.tty = self.enabled and getattr(sys.stderr, "isatty", lambda: False)()
         self.next_mark = 0.25
         self.t0 = time.perf_counter()
+        self.bar = None
         if self.enabled:
             print(f"stoicc: tuning {label}: {total} candidates", file=sys.stderr, flush=True)
+            tqdm = _tqdm() if self.tty else None
+            if tqdm is not None:        # a tqdm bar on a terminal; the hand-drawn one without tqdm
+                self.bar = tqdm(total=total, unit="cand", file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def update(self, done):
         if not self.enabled:
             return
         frac = done / self.total
-        if self.tty:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif self.tty:
             bar = "#" * int(30 * frac)
             print(f"\r  [{bar:<30}] {done}/{self.total} {time.perf_counter() - self.t0:5.1f}s",
                   end="", file=sys.stderr, flush=True)
@@ -103,7 +110,9 @@ class _Progress:
 
     def close(self, line):
         if self.enabled:
-            if self.tty:
+            if self.bar is not None:
+                self.bar.close()
+            elif self.tty:
                 print(file=sys.stderr)
             print(f"stoicc: {line}", file=sys.stderr, flush=True)
 
