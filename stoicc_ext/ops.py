@@ -20,11 +20,29 @@ def _require_extension():
         raise RuntimeError(f"stoicc_ext: the compiled extension is not available ({extension_error})")
 
 
+_WEIGHT_NAMES = ("sparse_row_ptr", "sparse_cols", "sparse_values", "sparse_meta", "dense_row_ptr", "dense_cols",
+                 "dense_values")
+
+
+def _check_devices(op, ref_name, ref, named):
+    """Every tensor of ``named`` (name -> tensor or None) on ``ref``'s device, as the real kernels
+    check. The fake kernels run whenever one argument is on ``meta``: without this, a CPU x with a
+    bias left on meta returned uninitialized CPU memory."""
+    for name, t in named.items():
+        if t is not None and t.device != ref.device:
+            raise RuntimeError(f"{op}: {name} is on device {t.device} but {ref_name} is on {ref.device}: every tensor "
+                               f"must be on {ref_name}'s device (Tensor on device {t.device} is not on the expected "
+                               f"device {ref.device}!)")
+
+
 if extension_loaded:
 
     @torch.library.register_fake("stoicc::spmm")
     def _spmm_fake(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
                    dense_values, bias, N, K, block_n, block_k, instance=-1, split_k=0):
+        _check_devices("stoicc.spmm", "x", x, dict(zip(_WEIGHT_NAMES, (
+            sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols, dense_values)),
+            bias=bias))
         torch._check(x.dim() == 2, lambda: "stoicc.spmm: x must be 2-D (M, K)")
         torch._check(x.shape[1] == K, lambda: f"stoicc.spmm: x has {x.shape[1]} columns but K={K}")
         torch._check(x.dtype in (torch.float16, torch.bfloat16), lambda: "stoicc.spmm: x must be fp16 or bf16")
@@ -33,6 +51,8 @@ if extension_loaded:
     @torch.library.register_fake("stoicc::densify")
     def _densify_fake(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
                       dense_values, N, K, block_n, block_k):
+        _check_devices("stoicc.densify", "dense_values", dense_values, dict(zip(_WEIGHT_NAMES[:6], (
+            sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols))))
         torch._check(dense_values.dtype in (torch.float16, torch.bfloat16),
                      lambda: "stoicc.densify: dense_values must be fp16 or bf16")
         return dense_values.new_empty((N, K))
