@@ -6,8 +6,13 @@
 
 namespace stoicc {
 
-// SASS version the runtime picked for `kernel` on the current device (cached per device): tells
-// whether sm_90 code runs (split-K reduced through clusters, TMA copies, the wgmma kernels).
+// The architecture the code that runs `kernel` on the current device was compiled for (cached
+// per device): tells whether sm_90 code runs (split-K reduced through clusters, TMA copies, the
+// wgmma kernels). That is cudaFuncAttributes::ptxVersion, the virtual architecture of the code:
+// for SASS built from compute_90a it is 90, and when the driver JIT-compiles the embedded
+// compute_80 PTX on a GPU newer than the shipped SASS it is 80. binaryVersion would say the
+// GPU's own arch there, and the launchers would set up sm_90 paths (clusters, TMA) for code that
+// has none: illegal memory accesses, seen on an H200 running a PTX-only build.
 template <typename F>
 int binary_version(F kernel) {
   static int cache[64] = {};
@@ -16,8 +21,8 @@ int binary_version(F kernel) {
   if (dev < 64 && cache[dev]) return cache[dev];
   cudaFuncAttributes attr{};
   if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) return 0;
-  if (dev < 64) cache[dev] = attr.binaryVersion;
-  return attr.binaryVersion;
+  if (dev < 64) cache[dev] = attr.ptxVersion;
+  return attr.ptxVersion;
 }
 
 // Programmatic dependent launch is on unless STOICC_DISABLE_PDL=1 (read once per process): a
