@@ -141,8 +141,9 @@ struct SpmmWgmma {
 
     // Registers: each SM sub-partition holds 16K of them and runs one warp of every warpgroup.
     // The producer warpgroup gives its share to the consumers (setmaxnreg), so a consumer thread
-    // may hold 232: the 64 x 256 accumulator plus a tile's A fragments (with 168 each, ptxas
-    // serializes the wgmmas; a 9-warp CTA without a producer warpgroup cannot launch at all).
+    // may hold 232: the 64 x 256 accumulator plus a tile's A fragments. (A CTA of the consumers
+    // and one producer warp puts 3 of its 9 warps on one sub-partition: at most 170 registers a
+    // thread, and the launch failed with more.)
     if (wg == 0) {
       setmaxnreg_dec<40>();
       if (tid == 0) produce(a, smem, full_bar, empty_bar, s_beg, nS, d_beg, n_items, m0);
