@@ -48,25 +48,23 @@ def wrapper(n, ctype, ptype, sparse):
             "}\n")
 
 
-def dispatcher():
-    lines = ["// Type- and width-generic entry points (T = __half / __nv_bfloat16, N = 64 / 128 / 256).\n"]
-    lines.append("template <typename T, int N, int SEL>\n"
-                 "__device__ __forceinline__ void wgmma_sp(float (&d)[N / 2], const uint4& a, uint64_t desc, uint32_t e) {\n")
+def generic(name, tmpl, params, call_tmpl, args):
+    """One type- and width-generic entry point ``name`` over the ``{name}_n{N}_{type}`` wrappers."""
+    lines = [f"template <typename T, int N{tmpl}>\n",
+             f"__device__ __forceinline__ void {name}(float (&d)[N / 2], {params}) {{\n"]
     for i, n in enumerate(NS):
         kw = "if" if i == 0 else "else if"
         lines.append(f"  {kw} constexpr (N == {n}) {{\n"
-                     f"    if constexpr (std::is_same_v<T, __nv_bfloat16>) wgmma_sp_n{n}_bf16<SEL>(d, a, desc, e);\n"
-                     f"    else wgmma_sp_n{n}_f16<SEL>(d, a, desc, e);\n  }}\n")
-    lines.append("}\n")
-    lines.append("template <typename T, int N>\n"
-                 "__device__ __forceinline__ void wgmma_dense(float (&d)[N / 2], const uint4& a, uint64_t desc) {\n")
-    for i, n in enumerate(NS):
-        kw = "if" if i == 0 else "else if"
-        lines.append(f"  {kw} constexpr (N == {n}) {{\n"
-                     f"    if constexpr (std::is_same_v<T, __nv_bfloat16>) wgmma_dense_n{n}_bf16(d, a, desc);\n"
-                     f"    else wgmma_dense_n{n}_f16(d, a, desc);\n  }}\n")
+                     f"    if constexpr (std::is_same_v<T, __nv_bfloat16>) {name}_n{n}_bf16{call_tmpl}({args});\n"
+                     f"    else {name}_n{n}_f16{call_tmpl}({args});\n  }}\n")
     lines.append("}\n")
     return "".join(lines)
+
+
+def dispatcher():
+    return ("// Type- and width-generic entry points (T = __half / __nv_bfloat16, N = 64 / 128 / 256).\n"
+            + generic("wgmma_sp", ", int SEL", "const uint4& a, uint64_t desc, uint32_t e", "<SEL>", "d, a, desc, e")
+            + generic("wgmma_dense", "", "const uint4& a, uint64_t desc", "", "d, a, desc"))
 
 
 def main():
