@@ -1,7 +1,8 @@
-"""The committed instance files (csrc/instances/, the registry, stoicc_ext/instances.json) are
-exactly what csrc/generate_instances.py writes: regenerated into a temporary directory and
-compared file by file, so an edit of the generator without a rerun (or a hand edit of its
-output) fails here."""
+"""The committed generated files are exactly what their generators write: the instance files
+(csrc/instances/, the registry, stoicc_ext/instances.json) of csrc/generate_instances.py,
+regenerated into a temporary directory and compared file by file, and the wgmma wrappers
+(csrc/kernels/wgmma_ops.cuh) of csrc/kernels/gen_wgmma_ops.py; so an edit of a generator without a
+rerun (or a hand edit of its output) fails here."""
 import filecmp
 import importlib.util
 import os
@@ -9,12 +10,21 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def generator():
-    spec = importlib.util.spec_from_file_location("generate_instances", os.path.join(REPO, "csrc",
-                                                                                      "generate_instances.py"))
+def load(*path):
+    spec = importlib.util.spec_from_file_location(os.path.splitext(path[-1])[0], os.path.join(REPO, *path))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def generator():
+    return load("csrc", "generate_instances.py")
+
+
+def test_committed_wgmma_wrappers_match_their_generator():
+    with open(os.path.join(REPO, "csrc", "kernels", "wgmma_ops.cuh")) as f:
+        assert f.read() == load("csrc", "kernels", "gen_wgmma_ops.py").source(), \
+            "rerun python csrc/kernels/gen_wgmma_ops.py"
 
 
 def test_committed_instances_match_the_generator(tmp_path):
