@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from ._library import extension_loaded, extension_error
+from .autograd import spmm as _spmm_op
 
 
 def _require_extension():
@@ -63,12 +64,12 @@ def spmm(x, Wc, bias=None, *, instance=-1, split_k=0):
 
     `x` may have leading batch dimensions; they are flattened for the op and restored.
     `instance` (an index into list_instances()) and `split_k` force a kernel; -1 / 0 let the
-    built-in heuristic choose (the Inspector tunes them instead).
+    built-in heuristic choose (the Inspector tunes them instead). Differentiable with respect to
+    `x` and `bias` (stoicc_ext.autograd); the compressed weight is frozen.
     """
     _require_extension()
     lead = x.shape[:-1]
-    y = torch.ops.stoicc.spmm(x.reshape(-1, x.shape[-1]), *Wc, bias, Wc.N, Wc.K, Wc.block_n, Wc.block_k,
-                              instance, split_k)
+    y = _spmm_op(x.reshape(-1, x.shape[-1]), *Wc, bias, Wc.N, Wc.K, Wc.block_n, Wc.block_k, instance, split_k)
     return y.reshape(*lead, Wc.N)
 
 

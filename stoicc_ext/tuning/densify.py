@@ -19,6 +19,7 @@ shapes, and its compressor is ``stoicc_ext.compress``, so the weight it reads is
 import torch
 import torch.nn.functional as F
 
+from ..autograd import refuse_weight_grad
 from .schedules import Schedule, UserSchedule
 
 __all__ = ["DENSIFY", "DensifySchedule", "densify_linear", "densify_schedule", "densify_executor"]
@@ -32,6 +33,8 @@ def densify_linear(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, d
     """``x @ W.T (+ bias)`` as densify + ``F.linear``. N follows from the row pointers and the tile
     height, K from ``x``; the ``M=/N=/K=`` keywords that executors receive are ignored."""
     K = x.shape[-1]
+    if torch.is_grad_enabled():     # F.linear gives x and bias their gradients; the expansion has none
+        refuse_weight_grad("stoicc densify", sparse_values, dense_values)
     N = (sparse_row_ptr.shape[0] - 1) * BLOCK_N
     W = torch.ops.stoicc.densify.default(sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
                                          dense_cols, dense_values, N, K, BLOCK_N, BLOCK_K)
