@@ -26,22 +26,32 @@ DeviceProps device_props(int device) {
   return p;
 }
 
-std::string check_instance(int i, int block_n, int block_k, int split_k, const DeviceProps& p) {
-  if (i < 0 || i >= kNumInstances)
+std::string check_kernel_args(int64_t i, int64_t split_k, int64_t block_n, int64_t block_k) {
+  if (i < -1 || i >= kNumInstances)
     return "instance " + std::to_string(i) + " does not exist (this build has " + std::to_string(kNumInstances) +
-           " instances; see stoicc_ext.list_instances())";
+           " instances; see stoicc_ext.list_instances(); -1 lets the heuristic choose)";
+  if (split_k < 0 || split_k > 65535)
+    return "split_k must be 0 (the heuristic's split) or in [1, 65535], got " + std::to_string(split_k);
+  if (i < 0) return "";
   const InstanceInfo& in = kInstances[i];
   const std::string name = std::string("instance ") + in.name;
   if (in.launch == nullptr) return name + " was not compiled in this build (STOICC_INSTANCES)";
   if (in.block_n != block_n || in.block_k != block_k)
     return name + " runs " + std::to_string(in.block_n) + "x" + std::to_string(in.block_k) +
            " tiles but the weight was compressed with " + std::to_string(block_n) + "x" + std::to_string(block_k);
+  if (split_k == 0) return "";  // the GPU path picks the split (auto_split) and checks it with check_instance
   if (in.schedule == kSequential && split_k != 1)
     return name + " uses the sequential schedule, which takes split_k = 1 (got " + std::to_string(split_k) + ")";
-  if (in.schedule == kSplitK && (split_k < 1 || split_k > 64))
-    return "split_k must be in [1, 64], got " + std::to_string(split_k);
-  if (in.schedule == kStreamK && (split_k < 1 || split_k > 65535))
-    return "stream_k takes split_k = number of CTAs in [1, 65535], got " + std::to_string(split_k);
+  if (in.schedule == kSplitK && split_k > 64) return "split_k must be in [1, 64], got " + std::to_string(split_k);
+  return "";  // stream_k: any count in [1, 65535] (the weight bounds it further, see stream_k_max_ctas)
+}
+
+std::string check_instance(int i, int block_n, int block_k, int split_k, const DeviceProps& p) {
+  if (i < 0) return "instance " + std::to_string(i) + " does not exist";
+  const std::string bad = check_kernel_args(i, split_k, block_n, block_k);
+  if (!bad.empty()) return bad;
+  const InstanceInfo& in = kInstances[i];
+  const std::string name = std::string("instance ") + in.name;
   // On sm_90 the split CTAs of a row form one thread-block cluster: at most 8 (portable size).
   if (in.schedule == kSplitK && p.cc >= 90 && split_k > 8 && in.uses_cluster(DType::F16))
     return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +

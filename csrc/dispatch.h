@@ -24,7 +24,14 @@ struct DeviceProps {
 };
 DeviceProps device_props(int device);  // cached per device
 
-// Checks that `instance` may run this problem on this device; returns "" or a message.
+// The checks of spmm's kernel arguments that need no device, run on the CPU as on the GPU so both
+// refuse the same calls: `instance` is -1 (the heuristic's) or a compiled instance whose tile is
+// the weight's, `split_k` is 0 (the heuristic's) or in the instance's schedule's range. Values
+// are checked as int64, before anything narrows them to int. Returns "" or a message.
+std::string check_kernel_args(int64_t instance, int64_t split_k, int64_t block_n, int64_t block_k);
+
+// Checks that `instance` may run this problem on this device (check_kernel_args, then the
+// device's limits); `split_k` >= 1, the split the launch uses. Returns "" or a message.
 std::string check_instance(int instance, int block_n, int block_k, int split_k, const DeviceProps& p);
 
 // The built-in heuristic (used when no instance is forced, e.g. during CUDA-graph capture

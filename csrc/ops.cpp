@@ -165,10 +165,12 @@ Tensor f32(const Tensor& t) { return torch::stable::contiguous(torch::stable::to
 Tensor spmm_cpu_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tensor s_meta, Tensor d_ptr, Tensor d_cols,
                      Tensor d_vals, std::optional<Tensor> bias, int64_t N, int64_t K, int64_t block_n, int64_t block_k,
                      int64_t instance, int64_t split_k) {
-  (void)instance;
-  (void)split_k;  // the reference has one schedule
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
   x = check_args(x, w, bias, N, K, block_n, block_k);
+  // The reference has one schedule, but a kernel forced here is checked as the GPU path checks
+  // it, so that a call the GPU would refuse is refused on the CPU too.
+  const std::string bad = check_kernel_args(instance, split_k, block_n, block_k);
+  STD_TORCH_CHECK(bad.empty(), "stoicc.spmm: ", bad);
   const ScalarType dt = x.scalar_type();
   Tensor xf = f32(x), svf = f32(w.s_vals), dvf = f32(w.d_vals);
   std::optional<Tensor> bf;
@@ -186,6 +188,8 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
                       int64_t block_k, int64_t instance, int64_t split_k) {
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
   x = check_args(x, w, bias, N, K, block_n, block_k);
+  const std::string bad_args = check_kernel_args(instance, split_k, block_n, block_k);  // before the (int) casts
+  STD_TORCH_CHECK(bad_args.empty(), "stoicc.spmm: ", bad_args);
   const int device = x.get_device_index();
   torch::stable::accelerator::DeviceGuard guard(device);
   align_weight_for_gpu(w);
