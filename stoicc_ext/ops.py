@@ -8,12 +8,15 @@ Per call, `torch.ops.stoicc.spmm` is one dispatcher call: nothing here sits on t
 import functools
 import json
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from ._library import extension_loaded, extension_error
 from .autograd import spmm as _spmm_op
+
+if TYPE_CHECKING:
+    from .format.compressed import CompressedWeight
 
 
 def _require_extension():
@@ -59,7 +62,8 @@ if extension_loaded:
         return dense_values.new_empty((N, K))
 
 
-def spmm(x, Wc, bias=None, *, instance=-1, split_k=0):
+def spmm(x: torch.Tensor, Wc: "CompressedWeight", bias: torch.Tensor | None = None, *, instance: int = -1,
+         split_k: int = 0) -> torch.Tensor:
     """Y = x @ W.T (+ bias) from the compressed weight `Wc` (a CompressedWeight).
 
     `x` may have leading batch dimensions; they are flattened for the op and restored.
@@ -130,13 +134,13 @@ def instance_info(index):
 
 
 @functools.lru_cache(maxsize=None)
-def manifest():
+def manifest() -> dict[str, Any]:
     """The manifest as a dict: generator, manifest_hash, instances (list of dicts)."""
     with open(MANIFEST_PATH) as f:
         return json.load(f)
 
 
-def list_instances(compiled_only=True):
+def list_instances(compiled_only: bool = True) -> list[dict[str, Any]]:
     """Instance dicts (index, name, BLOCK_M/N/K, num_warps, num_stages, schedule, why, ...).
 
     Raises RuntimeError if the binary was built from another instance list than the manifest,

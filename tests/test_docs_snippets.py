@@ -19,10 +19,10 @@ pytestmark = needs_ext
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_SECTION = "## Which calls follow the STOICC paper's API"
 # document -> the heading of the section whose blocks run (None: the whole document)
-DOCUMENTS = {"README.md": None, "docs/api.md": API_SECTION}
+DOCUMENTS = {"README.md": None, "docs/api.md": API_SECTION, "docs/huggingface.md": None}
 # fewest blocks each document must yield, so that a renamed heading or a changed fence cannot
 # make the extraction find nothing and the tests pass on an empty list
-MIN_BLOCKS = {"README.md": 2, "docs/api.md": 3}
+MIN_BLOCKS = {"README.md": 2, "docs/api.md": 3, "docs/huggingface.md": 3}
 KNOWN_NEEDS = {"cuda"}
 
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)

@@ -10,6 +10,7 @@ CUDA kernel is written against). Everything is vectorized torch and runs on W's 
   tensors built once per (block_n, block_k) and device and cached.
 """
 import functools
+from typing import Any, Sequence
 
 import torch
 
@@ -150,7 +151,8 @@ class CompressedWeight(tuple):
 
     names = _NAMES
 
-    def __new__(cls, tensors, *, N, K, block_n, block_k, dtype, format_version=FORMAT_VERSION):
+    def __new__(cls, tensors: Sequence[torch.Tensor], *, N: int, K: int, block_n: int, block_k: int,
+                dtype: torch.dtype | str, format_version: int = FORMAT_VERSION) -> "CompressedWeight":
         self = super().__new__(cls, tuple(tensors))
         if len(self) != len(_NAMES):
             raise ValueError(f"CompressedWeight needs exactly {len(_NAMES)} tensors "
@@ -203,14 +205,15 @@ class CompressedWeight(tuple):
     def device(self):
         return self[0].device
 
-    def metadata(self):
+    def metadata(self) -> dict[str, Any]:
         """JSON-able shape attributes, written beside the tensors when serializing."""
         return dict(N=self.N, K=self.K, block_n=self.block_n, block_k=self.block_k,
                     dtype=_DTYPE_NAMES.get(self.dtype, str(self.dtype)),
                     format_version=self.format_version)
 
     @classmethod
-    def from_tensors(cls, tensors, metadata, check=True):
+    def from_tensors(cls, tensors: Sequence[torch.Tensor] | dict[str, torch.Tensor], metadata: dict[str, Any],
+                     check: bool = True) -> "CompressedWeight":
         """Rebuild from tensors (a sequence in order, or a dict by name) and ``metadata()``.
 
         Metadata values may be strings (safetensors stores ``str -> str``). A different
@@ -235,12 +238,12 @@ class CompressedWeight(tuple):
             validate(Wc)
         return Wc
 
-    def to(self, device, non_blocking=False):
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "CompressedWeight":
         """A new CompressedWeight with every tensor on ``device``."""
         return CompressedWeight([t.to(device, non_blocking=non_blocking) for t in self],
                                 **self._kwargs())
 
-    def tile_map(self):
+    def tile_map(self) -> torch.Tensor:
         return tile_map_of(self)
 
     def _kwargs(self):
@@ -272,7 +275,8 @@ def _csr(sel):
     return row_ptr, rc[:, 0], rc[:, 1]
 
 
-def compress(W, block_n=128, block_k=128, tile_map=None):
+def compress(W: torch.Tensor, block_n: int | dict[str, Any] = 128, block_k: int = 128,
+             tile_map: torch.Tensor | None = None) -> CompressedWeight:
     """Compress ``W`` (fp16/bf16 ``[N, K]``) into the format of docs/format.md.
 
     The tile map is W's ``TileMap`` (classified from the values once per tensor) unless given;
@@ -333,7 +337,7 @@ def _rows_of(row_ptr, nnz):
     return torch.repeat_interleave(rows, counts, output_size=nnz)
 
 
-def decompress(Wc):
+def decompress(Wc: CompressedWeight) -> torch.Tensor:
     """The dense ``[N, K]`` weight of ``Wc`` (exact inverse of ``compress``).
 
     Dropped positions of 2:4 groups and EMPTY tiles come back as +0.0. ``Wc`` is validated
@@ -436,7 +440,8 @@ def _check_csr(name, row_ptr, cols, TR, TC):
     return rows * TC + c
 
 
-def validate(Wc, *, N=None, K=None, block_n=None, block_k=None, dtype=None):
+def validate(Wc: Sequence[torch.Tensor], *, N: int | None = None, K: int | None = None, block_n: int | None = None,
+             block_k: int | None = None, dtype: torch.dtype | str | None = None) -> None:
     """Check that ``Wc`` is a well-formed format-1 tuple; raise ValueError/TypeError naming
     the tensor and the problem.
 

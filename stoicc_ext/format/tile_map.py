@@ -90,7 +90,7 @@ def _tile_stats(W, block_n, block_k):
     return tile_max > 0, tile_max <= 2, counts
 
 
-def classify_tiles(W, block_n=128, block_k=128):
+def classify_tiles(W: torch.Tensor, block_n: int = 128, block_k: int = 128) -> torch.Tensor:
     """Classify every ``block_n x block_k`` tile of ``W`` (int8 ``[TR, TC]`` on W's device).
 
     EMPTY if all zero, SPARSE_24 if not empty and every group of 4 along K has at most

@@ -20,7 +20,6 @@ runs it when ``transformers`` imports that module. ``register()`` does it by han
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import logging
 import sys
 import threading
@@ -108,7 +107,13 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != _TARGET:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        spec = None
+        for finder in list(sys.meta_path):       # whoever would find it without this hook
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
         if spec is None or spec.loader is None:
             return None
         _uninstall()

@@ -23,7 +23,9 @@ weights. The rest is loaded with ``load_state_dict(assign=True)``.
 import json
 import os
 import uuid
+from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from .._version import __version__
@@ -66,7 +68,8 @@ def _layer_meta(name, mm):
                 cfg_prefill=dict(mm.cfg_prefill), decode_max_tokens=mm.decode_max_tokens, bias=mm.bias is not None)
 
 
-def save_compressed(model, path, *, extra_metadata=None):
+def save_compressed(model: nn.Module, path: str | os.PathLike, *,
+                    extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` (converted with ``sparsify_`` or holding ``MixedModule``s) to ``path``
     (safetensors). ``extra_metadata``: a JSON-able dict stored under ``"extra"``. Returns the
     metadata dict written.
@@ -111,7 +114,7 @@ def _write_atomic(st, tensors, path, metadata):
         raise
 
 
-def read_metadata(path):
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``"stoicc"`` metadata of a checkpoint (ValueError if it is not one this version reads).
     ``path``: one file, or a directory written by ``save_pretrained``."""
     if os.path.isdir(path):
@@ -165,7 +168,8 @@ def _layer_entry(path, name, lm):
         raise ValueError(f"{where}: {e}") from None
 
 
-def load_compressed(model_or_factory, path, *, device="cpu", strict=True):
+def load_compressed(model_or_factory: nn.Module | Callable[[], nn.Module], path: str | os.PathLike, *,
+                    device: str | torch.device = "cpu", strict: bool = True) -> nn.Module:
     """Rebuild a converted model from ``path`` into a skeleton (an ``nn.Module``, or a callable
     returning one). ``device``: where the tensors are loaded (and the model is moved at the end,
     non-persistent buffers included). ``strict``: a skeleton tensor that

@@ -23,6 +23,8 @@ configs, not the executors, and rebuilds the library's executors from them on lo
 one reshape, one executor call and one view: it works eagerly, inside CUDA graphs and under
 ``torch.compile(fullgraph=True)``.
 """
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -30,6 +32,9 @@ from ..format.compressed import _DTYPE_NAMES, VALUE_DTYPES, CompressedWeight
 from ..tuning.library import is_library_config, library_executor
 from ..tuning.report import _short
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
+
+if TYPE_CHECKING:
+    from ..tuning.inspector import Inspector
 
 __all__ = ["MixedModule"]
 
@@ -56,8 +61,9 @@ class MixedModule(nn.Module):
     16, the decode batch the recipe tunes at).
     """
 
-    def __init__(self, compressed_weight, exec_prefill, exec_decoding, cfg_prefill, cfg_decoding, N, K,
-                 bias=None, *, decode_max_tokens=DECODE_TOKENS):
+    def __init__(self, compressed_weight: Sequence[torch.Tensor], exec_prefill: Callable[..., torch.Tensor],
+                 exec_decoding: Callable[..., torch.Tensor], cfg_prefill: dict[str, Any], cfg_decoding: dict[str, Any],
+                 N: int, K: int, bias: torch.Tensor | None = None, *, decode_max_tokens: int = DECODE_TOKENS) -> None:
         super().__init__()
         if not isinstance(compressed_weight, (tuple, list)) or not all(
                 isinstance(t, torch.Tensor) for t in compressed_weight):
@@ -139,7 +145,7 @@ class MixedModule(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])     # the kernel takes 2-D input; it checks K itself
         b = self._buffers  # direct dict reads: nn.Module.__getattr__ per buffer costs on every call
@@ -156,7 +162,7 @@ class MixedModule(nn.Module):
 
     # ---- accessors --------------------------------------------------------------------------
 
-    def compressed_tensors(self):
+    def compressed_tensors(self) -> tuple[torch.Tensor, ...]:
         """The compressed tensors, in the order the executors take them (``*Wc``)."""
         return tuple(getattr(self, n) for n in self._wc_names)
 
@@ -204,8 +210,8 @@ class MixedModule(nn.Module):
     # ---- construction from a dense linear ---------------------------------------------------
 
     @classmethod
-    def from_linear(cls, linear, *, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-                    decode_max_tokens=None):
+    def from_linear(cls, linear: nn.Linear, *, inspector: "Inspector | None" = None, decode_tokens: int = DECODE_TOKENS,
+                    prefill_tokens: int = PREFILL_TOKENS, decode_max_tokens: int | None = None) -> "MixedModule":
         """The decode/prefill recipe on ``linear.weight`` (``stoicc_ext.nn.recipe.tune_weight``): tune decode at
         ``decode_tokens``, pin its tile shape, tune prefill at ``prefill_tokens``, compress once
         with the decode config. On a GPU the kernels are timed (and cached); on the CPU the

@@ -26,6 +26,7 @@ import functools
 import logging
 import time
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
@@ -80,8 +81,9 @@ def _check(name, mod, owners, filter_fn):
     return None
 
 
-def sparsify_(model, *, filter_fn=None, inspector=None, decode_tokens=DECODE_TOKENS, prefill_tokens=PREFILL_TOKENS,
-              strict=False, verbose=False, progress=None):
+def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None, inspector: Inspector | None = None,
+              decode_tokens: int = DECODE_TOKENS, prefill_tokens: int = PREFILL_TOKENS,
+              strict: bool = False, verbose: bool = False, progress: bool | None = None) -> SparsifyReport:
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
     ``filter_fn(name, module) -> bool`` selects layers by name (default: all linears).

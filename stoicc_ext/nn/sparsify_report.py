@@ -97,7 +97,7 @@ class SparsifyReport:
     def __iter__(self):
         return iter(self.rows)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dict(layers=[r.to_dict() for r in self.rows], converted=len(self.converted),
                     kept_dense=len(self.kept_dense), bytes_before=self.bytes_before, bytes_after=self.bytes_after,
                     ratio=self.bytes_after / self.bytes_before if self.bytes_before else None,
@@ -106,7 +106,7 @@ class SparsifyReport:
 
     # ---- text -------------------------------------------------------------------------------
 
-    def summary(self):
+    def summary(self) -> str:
         by_status = {}
         for r in self.rows:
             by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -116,7 +116,7 @@ class SparsifyReport:
                 f"{_mib(self.bytes_before):.1f} MiB -> {_mib(self.bytes_after):.1f} MiB ({ratio:.3f}x); "
                 f"tuning + compression {self.tuning_s:.2f} s of {self.elapsed_s:.2f} s")
 
-    def table(self):
+    def table(self) -> str:
         head = (f"{'layer':<40} {'N x K':>11} {'2:4':>5} {'dense':>5} {'empty':>5} {'tile':>7} "
                 f"{'decode kernel':<34} {'prefill kernel':<34} {'MiB before':>10} {'MiB after':>9}  status")
         lines = [head, "-" * len(head)]

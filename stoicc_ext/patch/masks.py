@@ -17,6 +17,7 @@ import math
 import os
 import warnings
 import zipfile
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def _meta(npz, keys, where):
         raise ValueError(f"{where}: {META_KEY} is not valid JSON: {e}") from None
 
 
-def read_patch_mask(path_or_npz):
+def read_patch_mask(path_or_npz: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(masks, meta)``: ``masks`` maps each parameter name to its bool keep-mask (a CPU tensor of
     the stored shape); ``meta`` is the parsed ``__meta__`` ({} if absent). Entries that are neither
     masks, shapes nor ``__meta__`` are ignored with a warning."""
@@ -107,7 +108,8 @@ def read_patch_mask(path_or_npz):
     return masks, meta
 
 
-def apply_patch_mask_(model, path_or_npz, *, strict=True):
+def apply_patch_mask_(model: torch.nn.Module, path_or_npz: str | os.PathLike | Mapping[str, Any], *,
+                      strict: bool = True) -> dict[str, Any]:
     """Apply PATCH's ``mask.npz`` onto ``model`` in place; returns the parsed ``__meta__``.
 
     Each mask's name is looked up in ``model.named_parameters()``:
@@ -148,7 +150,7 @@ def apply_patch_mask_(model, path_or_npz, *, strict=True):
     return meta
 
 
-def write_patch_mask(path, masks, meta=None):
+def write_patch_mask(path: str | os.PathLike, masks: Mapping[str, Any], meta: dict[str, Any] | None = None) -> str:
     """Write ``masks`` ({parameter name: bool keep-mask}, tensors or arrays) and ``meta`` (a dict,
     stored as the ``__meta__`` JSON string) in PATCH's ``mask.npz`` format, to exactly ``path``."""
     arrays = {}
@@ -166,7 +168,8 @@ def write_patch_mask(path, masks, meta=None):
     return os.fspath(path)
 
 
-def masks_from_model(model, filter_fn=None):
+def masks_from_model(model: torch.nn.Module,
+                     filter_fn: Callable[[str, torch.nn.Parameter], bool] | None = None) -> dict[str, torch.Tensor]:
     """{name: weight != 0} for the parameters PATCH masks (``patch_maskable``) or those
     ``filter_fn(name, param)`` selects: the keep-masks of an already pruned model, as PATCH's
     release builds them."""

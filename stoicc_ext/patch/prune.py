@@ -18,6 +18,7 @@ The target is met to within one tile: the number of 2:4 tiles is ``round(2 * spa
 the ``T`` tiles.
 """
 import warnings
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -54,7 +55,8 @@ def _default_filter(name, module):
     return patch_maskable(f"{name}.weight", module.weight)
 
 
-def prune_patch_oneshot_(model, sparsity, *, tile=128, filter_fn=None):
+def prune_patch_oneshot_(model: nn.Module, sparsity: float, *, tile: int = 128,
+                         filter_fn: Callable[..., bool] | None = None) -> dict[str, Any]:
     """Prune ``model``'s selected linears in place to a global ``sparsity`` (0 <= s <= 0.5) with
     128 x 128 tiles, each either dense or 2:4 (module docstring). Returns a dict: ``target``,
     ``sparsity`` (achieved by the 2:4 tiles: half their fraction), ``zero_fraction`` (measured

@@ -19,6 +19,7 @@ candidate's value must be one of the listed values. ``BLOCK_SIZE_*`` are accepte
 aliases of ``BLOCK_*``.
 """
 import json
+from typing import Any, Sequence
 
 __all__ = ["ALIASES", "CONFIG_KEYS", "canonical", "canonical_key", "with_aliases", "ConfigSpace",
            "create_configs"]
@@ -80,7 +81,7 @@ class ConfigSpace:
     match. Build it with ``create_configs``; pass it to ``Inspector.set_configs``.
     """
 
-    def __init__(self, constraints=None):
+    def __init__(self, constraints: dict[str, Any] | None = None) -> None:
         self.constraints = {}
         for k, v in (constraints or {}).items():
             ck = canonical_key(k)
@@ -133,8 +134,10 @@ class ConfigSpace:
         return f"create_configs({inner})"
 
 
-def create_configs(BLOCK_N=None, BLOCK_K=None, BLOCK_M=None, num_warps=None, num_stages=None,
-                   schedule=None, SPLIT_K=None, **more):
+def create_configs(BLOCK_N: int | Sequence[int] | None = None, BLOCK_K: int | Sequence[int] | None = None,
+                   BLOCK_M: int | Sequence[int] | None = None, num_warps: int | Sequence[int] | None = None,
+                   num_stages: int | Sequence[int] | None = None, schedule: str | Sequence[str] | None = None,
+                   SPLIT_K: int | Sequence[int] | None = None, **more: Any) -> ConfigSpace:
     """A config space for ``Inspector.set_configs``: each argument is a list of allowed values
     (a single value is taken as a one-element list); ``None`` leaves the key free.
 

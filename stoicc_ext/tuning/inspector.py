@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import warnings
+from typing import Any, Callable
 
 import torch
 
@@ -98,8 +99,9 @@ class Inspector:
       cache_dir: overrides STOICC_CACHE_DIR.
     """
 
-    def __init__(self, use_default_configs=True, schedules=None, cache=None, *, timer=None, repeats=15, warmup=3,
-                 verbose=False, cache_dir=None):
+    def __init__(self, use_default_configs: bool = True, schedules: dict[str, Any] | None = None,
+                 cache: bool | str | None = None, *, timer: Callable[..., float] | None = None, repeats: int = 15,
+                 warmup: int = 3, verbose: bool = False, cache_dir: str | None = None) -> None:
         self.schedules = default_schedules() if use_default_configs else {}
         if schedules is not None:
             if not isinstance(schedules, dict):
@@ -120,7 +122,7 @@ class Inspector:
 
     # ---- configuration -------------------------------------------------------------
 
-    def set_configs(self, space=None, **constraints):
+    def set_configs(self, space: ConfigSpace | None = None, **constraints: Any) -> "Inspector":
         """Restrict the search to a config space (``create_configs(...)``), a dict of lists, or
         keyword lists; ``set_configs()`` / ``set_configs(None)`` removes the restriction.
         The restriction replaces any earlier one and applies to every later ``inspect``."""
@@ -135,11 +137,11 @@ class Inspector:
         self.config_space = space if space else None
         return self
 
-    def summary(self):
+    def summary(self) -> str:
         """The readable summary of the last ``inspect``."""
         return "no inspect yet" if self.last_report is None else self.last_report.summary()
 
-    def compress(self, W, best_config):
+    def compress(self, W: torch.Tensor, best_config: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """The compressed weight that ``best_config``'s executor reads (a CompressedWeight for the
         library's schedules; a ``DenseWeight``, W kept as it is, for the dense schedule; the user
         compressor's tuple for a user schedule)."""
@@ -152,7 +154,8 @@ class Inspector:
 
     # ---- inspect ---------------------------------------------------------------------
 
-    def inspect(self, X, W, sparse_arg=1):
+    def inspect(self, X: torch.Tensor, W: torch.Tensor,
+                sparse_arg: int = 1) -> tuple[Callable[..., torch.Tensor], dict[str, Any]]:
         """Tune ``Y = X @ W.T`` for this X shape and this W; returns ``(executor, best_config)``.
 
         X: ``[M, K]``, W: ``[N, K]`` (the ``nn.Linear`` layout), same fp16/bf16 dtype and device.

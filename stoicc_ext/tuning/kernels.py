@@ -1,6 +1,7 @@
 """The built-in kernel schedules: the compiled instances of one schedule ("sequential",
 "split_k", "stream_k"), their configs and the executors ``inspect`` returns for them."""
 import functools
+from typing import Any, Callable
 
 import torch
 
@@ -39,7 +40,7 @@ def is_kernel_config(config):
     return config.get("schedule") in BUILTIN_SCHEDULES and "instance" in config
 
 
-def executor_for(config, N, K):
+def executor_for(config: dict[str, Any], N: int, K: int) -> Callable[..., torch.Tensor]:
     """The executor of a built-in config (as ``inspect`` returns): a closure that makes one
     ``torch.ops.stoicc.spmm`` call with the instance and split fixed.
 

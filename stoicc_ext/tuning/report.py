@@ -141,7 +141,7 @@ class InspectReport:
         timed = [c for c in self.candidates if c.get("ms") is not None]
         return sorted(timed, key=lambda c: c["ms"])
 
-    def summary(self, top=5):
+    def summary(self, top: int = 5) -> str:
         p = self.problem
         lines = [f"stoicc inspect: M={p['M']} N={p['N']} K={p['K']} {p['dtype']} on {p['device']}"
                  + (f" ({p['sms']} SMs)" if p.get("sms") else "")]

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import itertools
 import json
+from typing import Any, Callable, Sequence
 
 from ..format.compressed import compress as _compress
 from .cache import _jsonable
@@ -50,8 +51,9 @@ class Schedule:
     have, like ``GROUP_SIZE_M``, are ignored).
     """
 
-    def __init__(self, launcher=None, compressor=None, configs=None, *, compress_keys=("BLOCK_N", "BLOCK_K"),
-                 name=None):
+    def __init__(self, launcher: Callable[..., Any] | None = None, compressor: Callable[..., Any] | None = None,
+                 configs: Sequence[dict[str, Any]] | dict[str, Any] | None = None, *,
+                 compress_keys: Sequence[str] = ("BLOCK_N", "BLOCK_K"), name: str | None = None) -> None:
         if launcher is not None and not callable(launcher):
             raise TypeError(f"Schedule: launcher must be callable, got {type(launcher).__name__}")
         if compressor is not None and not callable(compressor):
