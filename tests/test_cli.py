@@ -154,3 +154,13 @@ def test_run_sh_help_answers_before_setup(tmp_path):
                          text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert "Usage: bash scripts/run.sh" in out.stdout and "[stoicc]" not in out.stdout + out.stderr
+
+
+def test_console_script_entry_point():
+    """pyproject's [project.scripts] stoicc names a function that exists (what pip installs)."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        target = tomllib.load(f)["project"]["scripts"]["stoicc"]
+    module, _, func = target.partition(":")
+    import importlib
+    assert getattr(importlib.import_module(module), func) is cli.main
