@@ -1,0 +1,41 @@
+"""bench/soak.py's dry run on the CPU: the same flow as on a GPU (a converted model generating,
+Inspector workers in threads on shared weights, every output checked against float64), eager and
+for a few seconds; and a wrong output is caught."""
+import json
+
+from conftest import load_bench, needs_ext
+
+pytestmark = needs_ext
+
+
+def test_soak_dry_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("STOICC_CACHE_DIR", raising=False)      # main() sets its own (a temporary dir)
+    soak = load_bench("soak")
+    out = tmp_path / "soak.json"
+    assert soak.main(["--cpu", "--seconds", "2", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    c = s["counts"]
+    assert s["n_failures"] == 0 and s["seconds"] >= 2 and s["model"]["converted_linears"] == 7
+    assert c["generations"] >= 1 and c["prefill logits"] == c["generations"]
+    assert c["decode-step logits"] == c["generations"] * (s["model"]["new_tokens"] - 1)
+    assert c["recipes"] >= 2 and c["executor output"] == 2 * c["recipes"]
+    assert c.get("inspect (memory cache)", 0) + c.get("inspect (disk cache)", 0) == 2 * c["recipes"]
+    assert all(v <= 1 for v in s["worst_error_over_bound"].values())
+    text = capsys.readouterr().out
+    assert "stoicc soak:" in text and "result: OK" in text
+
+
+def test_soak_reports_a_wrong_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("STOICC_CACHE_DIR", raising=False)
+    soak = load_bench("soak")
+    recipe = soak.recipe
+
+    def one_percent_off(inspector, W, decode_M, prefill_M, gen):
+        calls, Wc, src = recipe(inspector, W, decode_M, prefill_M, gen)
+        x, ex, cfg = calls[0]
+        return [(x, lambda *a, **kw: ex(*a, **kw) * 1.01, cfg)] + calls[1:], Wc, src
+
+    monkeypatch.setattr(soak, "recipe", one_percent_off)
+    assert soak.main(["--cpu", "--seconds", "1", "--cache-dir", str(tmp_path / "cache")]) == 1
+    text = capsys.readouterr().out
+    assert "result: FAILED" in text and "executor output:" in text
