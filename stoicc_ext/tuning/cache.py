@@ -10,7 +10,9 @@ Disk layout: ``$STOICC_CACHE_DIR`` (default ``~/.cache/stoicc``) / ``<key>.json`
 to a temporary file in the same directory, then ``os.replace`` (atomic on POSIX and Windows),
 so concurrent processes never see a half-written file; the last writer wins, and all writers
 write equivalent content. A file that does not parse or does not match its key is ignored with
-a warning, and the case is tuned again (the new record replaces it).
+a warning, and the case is tuned again (the new record replaces it); so is one whose values no
+tuning could have written (the Inspector checks that its choice is one of the problem's
+candidates, and its timings numbers).
 
 Environment: ``STOICC_CACHE_DIR``, ``STOICC_DISABLE_CACHE=1`` (no memory, no disk),
 ``STOICC_FORCE_RETUNE=1`` (ignore what is cached, tune, store the new result).

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import stoicc_ext
 from stoicc_ext.testing import random_patch_weight
+from stoicc_ext.tuning.densify import densify_linear
 
 from conftest import DEVICES, needs_ext
 from model_helpers import hidden, patch_model
@@ -94,7 +95,6 @@ def test_weight_gradient_is_refused():
         name = Wc.names[i]
         with pytest.raises(RuntimeError, match=f"{name} requires grad, but the compressed weight is frozen"):
             stoicc_ext.spmm(x, stoicc_ext.CompressedWeight(ts, **Wc._kwargs()))
-        from stoicc_ext.tuning.densify import densify_linear
         with pytest.raises(RuntimeError, match=f"{name} requires grad"):
             densify_linear(x, *ts, BLOCK_N=128, BLOCK_K=128)
         with torch.no_grad():                      # no gradient wanted: runs
