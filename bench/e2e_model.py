@@ -1,11 +1,13 @@
 """bench/e2e, model building: the Llama architectures and run presets, the Hugging Face model
 as it ships (random weights, no download), the dense baseline of the same structure as the
 converted model, and byte counts of weights and linears."""
+import copy
 import sys
 
 import torch
 
 import stoicc_ext as STOICC
+from stoicc_ext.nn.fusion import fuse_linears_
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
@@ -73,15 +75,15 @@ def weight_bytes(model):
 
 
 def same_structure_dense(model):
-    """The dense baseline the converted model is held against: the dense model with the same
-    module structure as ``stoicc_ext.sparsify_`` gives it. ``sparsify_`` converts each linear on
-    its own today, so that is the Hugging Face model as it ships, returned as is (and
-    ``e2e.run_sparsity`` then times it once). FUSION HOOK: when ``sparsify_`` fuses sibling
-    projections (q/k/v, gate/up) into one call, fuse the dense model's the same way here (return
-    a new model, e.g. with one ``nn.Linear`` per fused group and split outputs); the benchmark
-    then times it as a second dense model, reports the speedup against it, and keeps the
-    speedup against the model as it ships beside it."""
-    return model
+    """The dense baseline the converted model is held against: a copy of the dense model with the
+    module structure ``stoicc_ext.sparsify_`` gives it, its sibling projections (q/k/v, gate/up)
+    fused the same way (``stoicc_ext.nn.fusion.fuse_linears_``: one ``nn.Linear`` per group, one
+    cuBLAS call, the members' outputs its views). ``e2e.run_sparsity`` times it as a second dense
+    model and reports the speedup against it, with the speedup against the model as it ships
+    beside it. The model given is left as it is."""
+    base = copy.deepcopy(model)
+    fuse_linears_(base)
+    return base
 
 
 def linear_bytes(model, layer_filter=None):

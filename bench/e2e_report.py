@@ -83,8 +83,9 @@ def markdown(res, json_name):
             "before the capture (the linears stay cuBLAS and stoicc; compile time not timed). "
             if st.get("compile") else "the forward runs eagerly inside the graphs (no `torch.compile`). ")
          + "Baseline (`speedup`): the same pruned model, dense (`nn.Linear`, cuBLAS), with the module structure of the "
-         "converted one (`bench/e2e_model.py: same_structure_dense`; `sparsify_` fuses no projections today, so that "
-         "is the Hugging Face model as it ships and `vs HF as shipped` is the same figure), in the same process. "
+         "converted one (`bench/e2e_model.py: same_structure_dense`: q/k/v and gate/up fused into one `nn.Linear` "
+         "each, as `sparsify_` fuses them; `vs HF as shipped`: against the Hugging Face model as it ships), in the "
+         "same process. "
          f"stoicc: `stoicc_ext.sparsify_` (the library's recipe per layer: decode tuned at M = batch, prefill at "
          f"M = batch x prompt with the decode tile shape pinned; tuning space `{st['tune_space']}`). Times: median of "
          f"{st['repeats']} generations. Agreement: fraction of the greedy tokens equal to the dense model's (of the "

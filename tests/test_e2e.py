@@ -25,8 +25,9 @@ def test_e2e_cpu_dry_run(tmp_path):
     for r in data["records"]:
         assert fields <= set(r) and 0 <= r["agreement"] <= 1 and r["speedup"] is None
     assert data["records"][0]["weight_bytes_ratio"] == pytest.approx(1.0, abs=0.01)
-    assert data["records"][1]["weight_bytes_ratio"] < 0.95 and data["records"][1]["layers_converted"] == 7
-    assert len(res["tile_choices"]["35"]) == 7
+    # q/k/v and gate/up fused: qkv_proj, o_proj, gate_up_proj, down_proj
+    assert data["records"][1]["weight_bytes_ratio"] < 0.95 and data["records"][1]["layers_converted"] == 4
+    assert len(res["tile_choices"]["35"]) == 4
 
 
 def _load_e2e():
@@ -61,8 +62,8 @@ def test_e2e_profile_accounting_counts_calls_and_clips_overlap():
 def test_e2e_compiled_forward_keeps_the_linears(tmp_path):
     """--compile: both models' forward goes through torch.compile(fullgraph=True) (here a backend
     that records each graph and runs it eagerly); the dense graphs hold the linears as aten mm,
-    the converted ones as one stoicc.spmm per linear, one graph per phase and model, and the
-    generation matches the dense model's."""
+    the converted ones as one stoicc.spmm per linear or fused group, one graph per phase and model
+    (as shipped, same-structure dense, stoicc), and the generation matches the dense model's."""
     pytest.importorskip("transformers", minversion="5")
     e2e = _load_e2e()
     graphs = []
@@ -75,14 +76,16 @@ def test_e2e_compiled_forward_keeps_the_linears(tmp_path):
     torch._dynamo.register_backend(recording, name="stoicc_test_recording")
     res = e2e.main(["--device", "cpu", "--layers", "1", "--sparsities", "35", "--new-tokens", "4", "--no-price",
                     "--compile", "stoicc_test_recording", "--out-dir", str(tmp_path), "--tag", "cpu"])
-    assert len(graphs) == 4                      # prefill and decode step, dense then stoicc; no recompiles
-    dense, sparse = graphs[:2], graphs[2:]
+    # prefill and decode step of the model as it ships, the same-structure dense model and stoicc; no recompiles
+    assert len(graphs) == 6
+    hf, dense, sparse = graphs[:2], graphs[2:4], graphs[4:]
     def count(g, key):
         return sum(key in t for t in g)
-    # 7 linears in the decoder layer and lm_head: all F.linear when dense; stoicc has 7 spmm
-    # calls and lm_head (dense, outside .layers.) stays F.linear
-    assert all(count(g, "linear") == 8 and count(g, "stoicc.spmm") == 0 for g in dense), dense
-    assert all(count(g, "linear") == 1 and count(g, "stoicc.spmm") == 7 for g in sparse), sparse
+    # 7 linears in the decoder layer and lm_head as shipped; fused (q/k/v and gate/up) 4 and lm_head,
+    # F.linear when dense, 4 spmm calls for stoicc, whose lm_head (outside .layers.) stays F.linear
+    assert all(count(g, "linear") == 8 and count(g, "stoicc.spmm") == 0 for g in hf), hf
+    assert all(count(g, "linear") == 5 and count(g, "stoicc.spmm") == 0 for g in dense), dense
+    assert all(count(g, "linear") == 1 and count(g, "stoicc.spmm") == 4 for g in sparse), sparse
     r = res["records"][0]
     assert r["dense_compile_s"] > 0 and r["stoicc_compile_s"] > 0 and r["agreement"] == 1.0
     assert res["setup"]["compile"] == "stoicc_test_recording"

@@ -14,6 +14,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from .._version import __version__
 from ..format.compressed import CompressedWeight
 from ..nn.checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from ..nn.fusion import install_fusions
 from ..nn.mixed_module import MixedModule
 from ..tuning.library import library_executor
 from . import QUANT_METHOD
@@ -153,6 +154,7 @@ class StoiccHfQuantizer(HfQuantizer):
         return dtype
 
     def _process_model_before_weight_loading(self, model, **kwargs):
+        install_fusions(model, getattr(self.quantization_config, "fused", ()))   # fused projections first
         n = build_skeleton_layers(model, self.quantization_config.layers)
         logger.info("stoicc: %d linear layers are MixedModules in the skeleton", n)
         return model

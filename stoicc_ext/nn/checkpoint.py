@@ -11,7 +11,13 @@ safetensors metadata key ``"stoicc"`` holds a JSON object:
     {"format": "stoicc-compressed-model", "version": 1, "library": <stoicc version>,
      "layers": {<name>: {"N", "K", "weight": CompressedWeight.metadata(), "cfg_decoding",
                          "cfg_prefill", "decode_max_tokens", "bias": bool}},
-     "aliases": {<state_dict key>: <key it shares storage with>}}
+     "aliases": {<state_dict key>: <key it shares storage with>},
+     "fused": [FusionGroup.to_dict(), ...]}       # only when the model has fused projections
+
+A fused group (``stoicc_ext.nn.fusion``) is saved as its fused module (``<parent>.qkv_proj``, a
+``MixedModule`` or a dense ``nn.Linear``) plus its entry in ``"fused"``; loading gives an unfused
+skeleton the fused structure first (members of the recorded shapes become views of a fused
+module), so the skeleton is the model as transformers builds it.
 
 Loading takes a skeleton model (or a function that builds one; on the meta device is fine for the
 parameters, but non-persistent buffers such as rotary tables must be real), swaps each saved layer
@@ -32,6 +38,7 @@ from .._version import __version__
 from ..format.compressed import CompressedWeight
 from ..format.tile_map import as_int
 from ..tuning.library import is_library_config, library_executor
+from .fusion import fusion_groups, install_fusions
 from .mixed_module import MixedModule
 
 __all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -94,6 +101,9 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *,
         tensors[key] = t.detach().to("cpu").contiguous().clone()   # own storage: partial views never collide
     meta = dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, library=__version__, layers=layers,
                 aliases=aliases)
+    fused = fusion_groups(model)
+    if fused:
+        meta["fused"] = [g.to_dict() for g in fused]
     if extra_metadata is not None:
         meta["extra"] = extra_metadata
     _write_atomic(st, tensors, os.fspath(path), {_META_KEY: json.dumps(meta)})
@@ -190,6 +200,7 @@ def load_compressed(model_or_factory: nn.Module | Callable[[], nn.Module], path:
             raise ValueError(f"checkpoint alias {key} -> {target}: {target} is not in the file")
         state[key] = state[target]
 
+    install_fusions(model, meta.get("fused", ()))     # an unfused skeleton gets the saved structure
     converted_keys = set()
     for name, lm in meta["layers"].items():
         lm = _layer_entry(path, name, lm)

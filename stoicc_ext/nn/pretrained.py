@@ -34,6 +34,7 @@ from torch import nn
 from .._version import __version__
 from ..format.compressed import CompressedWeight
 from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _layer_meta, _safetensors
+from .fusion import fusion_groups
 from .mixed_module import MixedModule
 
 __all__ = ["save_pretrained", "model_metadata", "checkpoint_files", "read_header", "read_directory",
@@ -103,6 +104,9 @@ def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> d
             seen[ident] = key
     meta = dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, library=__version__, layers=layers,
                 aliases=aliases)
+    fused = fusion_groups(model)
+    if fused:           # load_compressed gives an unfused skeleton this structure first
+        meta["fused"] = [g.to_dict() for g in fused]
     if extra_metadata is not None:
         meta["extra"] = extra_metadata
     return meta

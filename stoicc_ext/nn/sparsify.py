@@ -17,6 +17,14 @@ reason in its report row:
   decode, stays an ``nn.Linear`` (status ``dense``, the Inspector's reason in the row). So a
   model converted at 0 % is the dense model, and runs at its speed.
 
+Fusion (``fuse=True``, the default): linears that read the same input (attention q/k/v, MLP
+gate/up of the Hugging Face Llama, Mistral, Qwen2/Qwen3 and Gemma families; found by structure
+and a dry run, ``stoicc_ext.nn.fusion``) are converted as one: their weights concatenated along
+N, one ``MixedModule`` (or, where the Inspector keeps the concatenation dense, one fused
+``nn.Linear``) installed on the parent as ``qkv_proj`` / ``gate_up_proj``, one call whose output
+the members return as views. A group is fused when every member passes the checks above; its
+report row is named after the fused module and lists the members (``fused_from``).
+
 Every converted layer is tuned through one ``Inspector``: decode at ``decode_tokens``, prefill at
 ``prefill_tokens`` with the decode tile shape pinned, compressed once (``stoicc_ext.nn.recipe``).
 Layers with the same (N, K, dtype, tile map) are tuned once: the Inspector's cache (memory, and
@@ -36,6 +44,7 @@ from .._logging import progress as _progress
 from ..format.tile_map import TileMap, TileType
 from ..tuning.inspector import Inspector
 from ..tuning.report import _short
+from .fusion import find_fusion_groups, fused_linear, install_fusion
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
 from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
@@ -81,8 +90,21 @@ def _check(name, mod, owners, filter_fn):
     return None
 
 
+def _fusion_plan(model, names, owners, filter_fn, example_inputs):
+    """({fused path: FusionGroup} of the groups whose members may all be converted, note), and
+    ``names`` with each group's members replaced by its fused path (at the first member's place)."""
+    groups, note = find_fusion_groups(model, example_inputs)
+    plan = {g.fused_path: g for g in groups
+            if all(_check(g.path(m), model.get_submodule(g.path(m)), owners, filter_fn) is None for m in g.members)}
+    first = {g.path(g.members[0]): p for p, g in plan.items()}
+    fused = {g.path(m) for g in plan.values() for m in g.members}
+    units = [first.get(n, n) for n in names if n in first or n not in fused]
+    return plan, units, note
+
+
 def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None, inspector: Inspector | None = None,
               decode_tokens: int = DECODE_TOKENS, prefill_tokens: int = PREFILL_TOKENS,
+              fuse=True, example_inputs=None,
               strict: bool = False, verbose: bool = False, progress: bool | None = None) -> SparsifyReport:
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
@@ -91,7 +113,10 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
     ``Inspector(use_default_configs=True, verbose=False)``); pass one with ``set_configs`` or a
     schedule subset to narrow the search. ``decode_tokens`` / ``prefill_tokens``: the M each
     phase is tuned at (16 and 16 x 128 by default); calls with at most ``decode_tokens`` tokens run
-    the decode kernel. ``strict``: re-raise a
+    the decode kernel. ``fuse``: convert sibling projections that read the same input as one
+    (module docstring); ``fuse=False`` keeps every linear apart. ``example_inputs``: the inputs of
+    the dry run that confirms them (a dict of keyword arguments or a tuple; default: the Hugging
+    Face ``dummy_inputs``). ``strict``: re-raise a
     layer's tuning or compression error instead of reporting it and keeping the layer dense.
     ``verbose``: one line per linear on stderr (otherwise they are logged to
     ``logging.getLogger("stoicc.sparsify")`` at DEBUG, the first line and the summary at INFO).
@@ -108,6 +133,9 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
     inspector = inspector if inspector is not None else Inspector(use_default_configs=True, verbose=False)
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, MixedModule)]
     owners = _owners(model)
+    plan, note = {}, None
+    if fuse:
+        plan, names, note = _fusion_plan(model, names, owners, filter_fn, example_inputs)
     rows = []
     t_start = time.perf_counter()
     device = None
@@ -117,7 +145,10 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
     bar = (False if verbose else None) if progress is None else bool(progress)   # None: if stderr is a tty
     with torch.no_grad(), _progress(names, enabled=bar, desc="stoicc sparsify_", unit="layer") as layer_names:
         for i, name in enumerate(layer_names):
-            mod = model.get_submodule(name)       # looked up by name: no list keeps the dense layers alive
+            group = plan.get(name)
+            # looked up by name: no list keeps the dense layers alive; a group's weights concatenated
+            mod = model.get_submodule(name) if group is None else \
+                fused_linear([model.get_submodule(group.path(m)) for m in group.members])
             W = mod.weight
             device = device or str(W.device)
             N, K = W.shape
@@ -125,7 +156,9 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
             row = LayerRow(name=name, N=N, K=K, dtype=str(W.dtype).replace("torch.", ""), status="",
                            bytes_before=before, bytes_after=before)
             rows.append(row)
-            skip = _check(name, mod, owners, filter_fn)
+            if group is not None:
+                row.fused_from = [group.path(m) for m in group.members]
+            skip = _check(name, mod, owners, filter_fn) if group is None else None   # members checked
             if skip is None:
                 tm = TileMap.of(W).at(PATCH_TILE, PATCH_TILE)     # the map tuning and compression reuse
                 n = tm.numel()
@@ -151,9 +184,14 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
             info = mm.tuning_info
             if info["dense_reason"] is not None:     # the Inspector keeps W dense: the nn.Linear stays
                 row.status, row.reason = "dense", info["dense_reason"]
+                if group is not None:                # fused all the same: one F.linear for the group
+                    install_fusion(model, group, mod)
                 log(f"  [{i + 1}/{len(names)}] {name} {N}x{K}: kept dense ({row.reason})")
                 continue
-            model.set_submodule(name, mm)
+            if group is None:
+                model.set_submodule(name, mm)
+            else:
+                install_fusion(model, group, mm)
             meta = mm._wc_meta
             row.status = CONVERTED
             row.tile = f"{meta['block_n']}x{meta['block_k']}"
@@ -167,6 +205,6 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
                 f"({row.source_decoding}), prefill {_short(row.cfg_prefill)} ({row.source_prefill}), "
                 f"{row.bytes_after / row.bytes_before:.3f}x bytes, {row.seconds:.2f} s")
     report = SparsifyReport(rows, elapsed_s=time.perf_counter() - t_start, decode_tokens=decode_tokens,
-                            prefill_tokens=prefill_tokens, device=device)
+                            prefill_tokens=prefill_tokens, device=device, fusion_note=note if fuse else "fuse=False")
     say(report.summary())
     return report

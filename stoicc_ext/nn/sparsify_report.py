@@ -36,6 +36,7 @@ class LayerRow:
     bytes_before: int = 0
     bytes_after: int = 0
     seconds: float = 0.0           # tuning + compression of this layer
+    fused_from: list = None        # a fused group: its members' names (the row is named after the fused module)
 
     @property
     def converted(self):
@@ -57,8 +58,10 @@ class SparsifyReport:
     """The result of ``sparsify_``: ``rows`` (``LayerRow``), totals, a table (``str``) and
     ``to_dict()``."""
 
-    def __init__(self, rows, *, elapsed_s=0.0, decode_tokens=None, prefill_tokens=None, device=None):
+    def __init__(self, rows, *, elapsed_s=0.0, decode_tokens=None, prefill_tokens=None, device=None,
+                 fusion_note=None):
         self.rows = list(rows)
+        self.fusion_note = fusion_note      # why no group was fused, or None
         self.elapsed_s = float(elapsed_s)
         self.decode_tokens, self.prefill_tokens = decode_tokens, prefill_tokens
         self.device = device
@@ -85,9 +88,15 @@ class SparsifyReport:
     def tuning_s(self):
         return sum(r.seconds for r in self.converted)
 
+    @property
+    def fused(self):
+        """The rows of fused groups."""
+        return [r for r in self.rows if r.fused_from]
+
     def __getitem__(self, name):
+        """The row of layer ``name``: a member of a fused group gets the group's row."""
         for r in self.rows:
-            if r.name == name:
+            if r.name == name or name in (r.fused_from or ()):
                 return r
         raise KeyError(name)
 
@@ -102,7 +111,8 @@ class SparsifyReport:
                     kept_dense=len(self.kept_dense), bytes_before=self.bytes_before, bytes_after=self.bytes_after,
                     ratio=self.bytes_after / self.bytes_before if self.bytes_before else None,
                     tuning_s=self.tuning_s, elapsed_s=self.elapsed_s, decode_tokens=self.decode_tokens,
-                    prefill_tokens=self.prefill_tokens, device=self.device)
+                    prefill_tokens=self.prefill_tokens, device=self.device, fused=len(self.fused),
+                    fusion_note=self.fusion_note)
 
     # ---- text -------------------------------------------------------------------------------
 
@@ -112,7 +122,9 @@ class SparsifyReport:
             by_status[r.status] = by_status.get(r.status, 0) + 1
         kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
         ratio = self.bytes_after / self.bytes_before if self.bytes_before else float("nan")
-        return (f"sparsify_: {len(self.rows)} linear layers ({kinds}); linear weights "
+        fused = (f", {len(self.fused)} fused groups" if self.fused else
+                 f", no fusion: {self.fusion_note}" if self.fusion_note else "")
+        return (f"sparsify_: {len(self.rows)} linear layers ({kinds}{fused}); linear weights "
                 f"{_mib(self.bytes_before):.1f} MiB -> {_mib(self.bytes_after):.1f} MiB ({ratio:.3f}x); "
                 f"tuning + compression {self.tuning_s:.2f} s of {self.elapsed_s:.2f} s")
 

@@ -22,6 +22,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from ..nn.fusion import member_weights
+
 __all__ = ["apply_patch_mask_", "read_patch_mask", "write_patch_mask", "masks_from_model", "patch_maskable"]
 
 SHAPE_SUFFIX = ".__shape__"
@@ -112,7 +114,8 @@ def apply_patch_mask_(model: torch.nn.Module, path_or_npz: str | os.PathLike | M
                       strict: bool = True) -> dict[str, Any]:
     """Apply PATCH's ``mask.npz`` onto ``model`` in place; returns the parsed ``__meta__``.
 
-    Each mask's name is looked up in ``model.named_parameters()``:
+    Each mask's name is looked up in ``model.named_parameters()`` (the members of a dense fused
+    projection, ``stoicc_ext.nn.fusion``, under their own names: their rows of the fused weight):
 
     * not there: ``KeyError`` naming it (``strict=False``: a warning, and it is skipped);
     * another shape: ``ValueError`` naming both shapes;
@@ -123,7 +126,7 @@ def apply_patch_mask_(model: torch.nn.Module, path_or_npz: str | os.PathLike | M
     before the first write).
     """
     masks, meta = read_patch_mask(path_or_npz)
-    params = dict(model.named_parameters())
+    params = member_weights(model)      # a fused q/k/v weight as q_proj.weight ...: the names masks use
     todo = []
     for name, mask in masks.items():
         p = params.get(name)
@@ -172,6 +175,6 @@ def masks_from_model(model: torch.nn.Module,
                      filter_fn: Callable[[str, torch.nn.Parameter], bool] | None = None) -> dict[str, torch.Tensor]:
     """{name: weight != 0} for the parameters PATCH masks (``patch_maskable``) or those
     ``filter_fn(name, param)`` selects: the keep-masks of an already pruned model, as PATCH's
-    release builds them."""
+    release builds them. A dense fused projection gives its members' masks, under their names."""
     sel = filter_fn or patch_maskable
-    return {n: (p.detach() != 0).cpu() for n, p in model.named_parameters() if sel(n, p)}
+    return {n: (p.detach() != 0).cpu() for n, p in member_weights(model).items() if sel(n, p)}
