@@ -67,7 +67,7 @@ import torch  # noqa: E402
 import stoicc_ext as STOICC  # noqa: E402
 from stoicc_ext.tuning import cache as tuning_cache  # noqa: E402
 
-from bench import run_info  # noqa: E402
+from bench import e2e_parallel, run_info  # noqa: E402
 from bench.e2e_generate import Generator, run_generation  # noqa: E402,F401
 from bench.e2e_model import (DTYPES, LAYER_FILTER, PRESETS, build_model, linear_bytes,  # noqa: E402,F401
                              require_transformers, same_structure_dense, weight_bytes)
@@ -94,6 +94,8 @@ def run_sparsity(tf, args, s, row, inspector, log):
     prune = None
     if s > 0:
         prune = STOICC.prune_patch_oneshot_(model, s / 100, filter_fn=lambda n, m: LAYER_FILTER in n)
+    if args.tp > 1:      # dense slices: the baseline runs with the same parallelism, bytes are per GPU
+        e2e_parallel.split(model, args.tp)
     dense_bytes = weight_bytes(model)
     log(f"{tag} model built in {build_s:.1f} s; pruned: "
         + (f"{prune['sparsity']:.4f} global sparsity ({prune['tiles_24']}/{prune['tiles']} tiles 2:4)" if prune
@@ -242,6 +244,10 @@ def parse_args(argv=None):
                          "(by row and sparsity): a long run split over several calls")
     ap.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG figure")
     ap.add_argument("--verbose", action="store_true", help="one line per converted layer")
+    ap.add_argument("--tp", type=int, default=1,
+                    help="tensor parallelism over TP processes (torchrun --nproc-per-node TP bench/e2e.py --tp TP): "
+                         "the linears split after pruning (stoicc_ext.parallel.shard_model_), dense and stoicc "
+                         "alike; weight bytes per GPU; rank 0 reports (bench/e2e_parallel.py)")
     args = ap.parse_args(argv)
     args.argv = " ".join(argv if argv is not None else sys.argv[1:])
     gpu_here = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
@@ -297,9 +303,11 @@ def main(argv=None):
     if not STOICC.extension_loaded:
         sys.exit(f"the stoicc extension is not loaded ({STOICC.extension_error}); build it: bash scripts/setup_env.sh")
     on_gpu = args.device.type == "cuda"
+    rank = e2e_parallel.start(args) if args.tp > 1 else 0
 
     def log(msg):
-        print(msg, flush=True)
+        if rank == 0:
+            print(msg, flush=True)
 
     if on_gpu:
         torch.cuda.set_device(args.device)
@@ -342,7 +350,7 @@ def main(argv=None):
                  pruner="stoicc_ext.prune_patch_oneshot_ (128x128 tiles, global target, 2:4-loss scores)",
                  pruned_layers="nn.Linear in .layers. (q,k,v,o,gate,up,down); lm_head and embeddings dense",
                  torch=torch.__version__, transformers=tf.__version__, python=platform.python_version(),
-                 stoicc=STOICC.__version__, argv=args.argv, device=str(args.device))
+                 stoicc=STOICC.__version__, argv=args.argv, device=str(args.device), tp=args.tp)
     if "long" in args.rows:
         setup["long_prompt"] = {k: v for k, v in args.long.items()}
     res = dict(gpu=gpu, date=run_info.today(), commit=commit, setup=setup, records=records,
@@ -356,9 +364,10 @@ def main(argv=None):
     log(f"total {total_s:.0f} s (tuning {res['timing']['tuning_s']:.0f} s, prefill-price study "
         f"{res['timing']['price_s']:.0f} s)")
     out_dir = args.out_dir or (os.path.join(run_info.REPO, "bench", "results") if on_gpu else None)
-    if out_dir:
+    if out_dir and rank == 0:
         tag = args.tag or run_info.gpu_tag(
-            gpu, "" if (args.preset, args.layers) == ("7b", 32) else f"{args.preset}_{args.layers}l")
+            gpu, "" if (args.preset, args.layers) == ("7b", 32) else f"{args.preset}_{args.layers}l") \
+            + (f"_tp{args.tp}" if args.tp > 1 else "")
         if args.merge:
             res = merge(res, os.path.join(out_dir, f"e2e_{tag}.json"))
         for p in write_results(res, out_dir, tag, figures=args.plots):

@@ -80,6 +80,7 @@ have pytest || missing+=(pytest)
 have ninja || missing+=(ninja)
 have wheel || missing+=(wheel)
 have safetensors || missing+=(safetensors)   # stoicc_ext.save_compressed / load_compressed
+have accelerate || missing+=(accelerate)     # transformers' from_pretrained(tp_plan=...) (tests/parallel)
 # the main job (bench/e2e.py builds transformers' Llama from a config: nothing is downloaded)
 "$PY" -c 'import sys, transformers as t; v = tuple(int(x) for x in t.__version__.split(".")[:2]); sys.exit(not (5, 0) <= v < (5, 40))' 2>/dev/null \
   || missing+=("transformers>=5,<5.40")

@@ -1,0 +1,95 @@
+"""Running a function on N gloo ranks (torch.multiprocessing spawn) and the per-rank bodies of the
+tensor-parallel tests. The bodies live here, in an importable module, because spawned processes
+import the function they run by its module's name."""
+import copy
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import stoicc_ext as STOICC
+from stoicc_ext.parallel import TensorParallelLinear, load_compressed_tp, shard_model_, sparsify_tp_
+
+GLOO = dist.is_available() and dist.is_gloo_available()
+H, I, VOCAB = 512, 1024, 128      # every split side is 4 or 8 tiles of 128: worlds 1, 2 and 4 divide it
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank, world, port, target, args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)            # the ranks share the machine's cores
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        target(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(world, target, *args):
+    """``target(rank, world, *args)`` on ``world`` gloo ranks; a rank's exception fails the call."""
+    mp.spawn(_entry, args=(world, _free_port(), target, args), nprocs=world, join=True)
+
+
+def _save(out_dir, rank, what, tensors):
+    torch.save([t.detach() for t in tensors], os.path.join(out_dir, f"{what}.rank{rank}.pt"))
+
+
+def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
+    """One converted TinyLM, by the ``paths`` asked for: ``load_tp``, the checkpoint loaded split
+    (``load_compressed_tp``: each rank reads its shards); ``shard_model``, the checkpoint loaded
+    whole then split (``shard_model_`` on MixedModules); ``dense_then_sparsify``, the dense pruned
+    model split then converted (``shard_model_`` then ``sparsify_``, the slices tuned at their shape);
+    ``compile``, the loaded split model under ``torch.compile(fullgraph=True)``; ``deepcopy``, a
+    copy of it."""
+    from model_helpers import TinyLM, outputs, patch_model
+
+    def skeleton():
+        with torch.device("meta"):
+            return TinyLM(h=H, i=I, vocab=VOCAB).to(torch.float16)
+
+    if {"load_tp", "compile", "deepcopy"} & set(paths):
+        loaded = load_compressed_tp(skeleton, ckpt)
+        assert sum(isinstance(m, TensorParallelLinear) for m in loaded.modules()) == 15   # 2 x 7 linears, lm_head
+        q, down = loaded.model.layers[0].self_attn.q_proj, loaded.model.layers[0].mlp.down_proj
+        assert (q.local.N, q.local.K, q.out_features) == (H // world, H, H)              # the rank's shape
+        assert (down.local.N, down.local.K, down.in_features) == (H, I // world, I)
+        if "load_tp" in paths:
+            _save(out_dir, rank, "load_tp", outputs(loaded, *xs))
+    if "deepcopy" in paths:     # a split model copies (the group is held by name)
+        _save(out_dir, rank, "deepcopy", outputs(copy.deepcopy(loaded), *xs))
+    if "compile" in paths:      # the functional collectives trace into one graph with the stoicc op
+        compiled = torch.compile(loaded, backend="eager", fullgraph=True)
+        _save(out_dir, rank, "compile", outputs(compiled, *xs))
+    if "shard_model" in paths:
+        whole = STOICC.load_compressed(skeleton, ckpt)
+        assert len(shard_model_(whole)) == 15
+        _save(out_dir, rank, "shard_model", outputs(whole, *xs))
+    if "dense_then_sparsify" in paths:
+        dense = patch_model(h=H, i=I, vocab=VOCAB)
+        shard_model_(dense)
+        report = STOICC.sparsify_(dense, decode_tokens=8, prefill_tokens=64, verbose=False)
+        assert len(report.converted) == 14, report
+        _save(out_dir, rank, "dense_then_sparsify", outputs(dense, *xs))
+
+
+def hf_llama_ranks(rank, world, model_dir, ids, out_dir):
+    """transformers' own tensor parallelism: ``from_pretrained(tp_plan="auto")`` then stoicc."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, tp_plan="auto", dtype=torch.float16,
+                                                 attn_implementation="eager")
+    report = sparsify_tp_(model, decode_tokens=8, prefill_tokens=64, verbose=False)
+    assert len(report.converted) == 7, report                # q, k, v, o, gate, up, down
+    q = model.model.layers[0].self_attn.q_proj
+    assert isinstance(q, TensorParallelLinear) and isinstance(q.local, STOICC.MixedModule)
+    assert q.local.N == q.out_features // world
+    with torch.no_grad():
+        _save(out_dir, rank, "hf", [model(ids).logits])
