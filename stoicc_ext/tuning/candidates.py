@@ -28,9 +28,10 @@ def _m_bucket(M):
 
 
 def _keeps_every_block(e, M):
-    """The prefill wgmma instances (exact_sm) are few: every token block up to M is timed, since
-    which one wins depends on M and the shape (128 at M = 512, 256 at M = 2048 on the H200)."""
-    return bool(e.get("exact_sm")) and e["BLOCK_M"] <= max(128, M)
+    """At prefill sizes (M >= 128) the wgmma instances (exact_sm) are few: every token block up to
+    M is timed, since which one wins depends on M and the shape (128 at M = 512, 256 at M = 2048 on
+    the H200). Below, they compete on the nearest token block like every instance."""
+    return bool(e.get("exact_sm")) and 128 <= e["BLOCK_M"] <= M
 
 
 def kernel_candidates(M, N, K, props, counts, schedules=None, space=None):

@@ -192,6 +192,17 @@ def test_spec_recipe_decode_then_prefill_cpu():
         assert_matches(y, reference(x, W), torch.float16)
 
 
+@pytest.mark.parametrize("M,blocks", [(16, set()), (100, {128}), (200, {128}), (300, {128, 256})])
+def test_wgmma_candidates_only_at_prefill_sizes(M, blocks):
+    """The sm_90a prefill instances (exact_sm) are timed from M = 128 on, every token block up to
+    M; at decode sizes they are not candidates (a 128-token block at M = 16 only computes padding)."""
+    W, X = weight(256, 512), xs(M, 512)
+    timer = FakeTimer()
+    STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
+    got = {c["BLOCK_M"] for c in timer.calls if c.get("instance", "").startswith("wgmma_")}
+    assert got == blocks
+
+
 def test_prefill_candidates_use_the_prefill_instances():
     W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
