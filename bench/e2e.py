@@ -93,7 +93,7 @@ def run_sparsity(tf, args, s, row, inspector, log):
     build_s = time.perf_counter() - t0
     prune = None
     if s > 0:
-        prune = STOICC.prune_patch_oneshot_(model, s / 100, filter_fn=lambda n, m: LAYER_FILTER in n)
+        prune = STOICC.prune_patch_oneshot_(model, s / 100, filter_fn=lambda m, n: LAYER_FILTER in n)
     if args.tp > 1:      # dense slices: the baseline runs with the same parallelism, bytes are per GPU
         e2e_parallel.split(model, args.tp)
     dense_bytes = weight_bytes(model)
@@ -121,7 +121,7 @@ def run_sparsity(tf, args, s, row, inspector, log):
     price = prefill_price(model, inspector, B, B * P) if row["price"] else []
     price_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report = STOICC.sparsify_(model, filter_fn=lambda n, m: LAYER_FILTER in n, inspector=inspector,
+    report = STOICC.sparsify_(model, filter_fn=lambda m, n: LAYER_FILTER in n, inspector=inspector,
                               decode_tokens=B, prefill_tokens=B * P, verbose=args.verbose)
     if dev.type == "cuda":
         torch.cuda.synchronize()

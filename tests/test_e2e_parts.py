@@ -79,12 +79,12 @@ def test_linear_bytes_counts_dense_and_converted_layers():
     before = model_mod.linear_bytes(m)
     assert before["stoicc"] == 0 and before["dense"] == sum(
         mod.weight.numel() * 2 for mod in m.modules() if isinstance(mod, torch.nn.Linear))
-    STOICC.prune_patch_oneshot_(m, 0.35, filter_fn=lambda n, mod: ".layers." in n)
+    STOICC.prune_patch_oneshot_(m, 0.35, filter_fn=lambda mod, n: ".layers." in n)
     base = model_mod.same_structure_dense(m)               # a fused dense copy; m as it was
     assert isinstance(base.model.layers[0].self_attn.qkv_proj, torch.nn.Linear)
     assert type(m.model.layers[0].self_attn.q_proj) is torch.nn.Linear
     assert model_mod.linear_bytes(base) == before
-    STOICC.sparsify_(m, filter_fn=lambda n, mod: ".layers." in n, decode_tokens=2, prefill_tokens=32,
+    STOICC.sparsify_(m, filter_fn=lambda mod, n: ".layers." in n, decode_tokens=2, prefill_tokens=32,
                      inspector=STOICC.Inspector(verbose=False))
     after = model_mod.linear_bytes(m)
     lm_head = m.lm_head.weight.numel() * 2

@@ -7,7 +7,8 @@ a non-dense 128 x 128 tile for a ``MixedModule`` tuned with the decode/prefill r
 A layer is converted when all of these hold, and otherwise stays a dense ``nn.Linear`` with the
 reason in its report row:
 
-* ``filter_fn(name, module)`` is true (default: every linear);
+* ``filter_fn(module, fqn)`` is true (default: every linear; torchao's order: the module first,
+  its fully qualified name second);
 * its weight is float16/bfloat16, not on the meta device, and N and K are multiples of 128 (the
   PATCH tile the kernels are built around);
 * the weight is not shared with another module (a tied ``lm_head``: converting it would keep
@@ -39,6 +40,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .._filters import selects
 from .._logging import emitter, get_logger
 from .._logging import progress as _progress
 from ..format.tile_map import TileMap, TileType
@@ -72,7 +74,7 @@ def _owners(model):
 
 def _check(name, mod, owners, filter_fn):
     """(status, reason) for a layer that is not converted, or None if it may be."""
-    if filter_fn is not None and not filter_fn(name, mod):
+    if filter_fn is not None and not selects(filter_fn, mod, name):
         return "filtered", "filter_fn returned False"
     W = mod.weight
     if W.device.type == "meta":
@@ -108,7 +110,8 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
               strict: bool = False, verbose: bool = False, progress: bool | None = None) -> SparsifyReport:
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
-    ``filter_fn(name, module) -> bool`` selects layers by name (default: all linears).
+    ``filter_fn(module, fqn) -> bool`` selects layers (default: all linears), called as torchao
+    calls it: the module, then its fully qualified name. A call that converts no layer warns.
     ``inspector``: the ``Inspector`` that tunes every layer (default:
     ``Inspector(use_default_configs=True, verbose=False)``); pass one with ``set_configs`` or a
     schedule subset to narrow the search. ``decode_tokens`` / ``prefill_tokens``: the M each
@@ -207,4 +210,18 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
     report = SparsifyReport(rows, elapsed_s=time.perf_counter() - t_start, decode_tokens=decode_tokens,
                             prefill_tokens=prefill_tokens, device=device, fusion_note=note if fuse else "fuse=False")
     say(report.summary())
+    if not report.converted:
+        _warn_nothing_converted(report, filter_fn)
     return report
+
+
+def _warn_nothing_converted(report, filter_fn):
+    """A call that converts nothing is most often a filter that said no to every layer (a filter
+    written for another order, or for other names): say so, with what each layer became."""
+    by_status = {}
+    for r in report.rows:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "the model has no nn.Linear"
+    hint = (" filter_fn returned False for every linear: it is called as filter_fn(module, fqn), torchao's order."
+            if filter_fn is not None and by_status.get("filtered") == len(report.rows) else "")
+    warnings.warn(f"stoicc sparsify_ converted no layer ({kinds}).{hint}", UserWarning, stacklevel=3)

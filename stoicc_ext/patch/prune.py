@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._filters import selects
 from .masks import patch_maskable
 
 __all__ = ["prune_patch_oneshot_", "prune_to_24", "tile_24_losses"]
@@ -51,7 +52,7 @@ def tile_24_losses(W, tile=128):
     return dropped.view(N // tile, tile, K // tile, tile // 4).sum(dim=(1, 3)).double()
 
 
-def _default_filter(name, module):
+def _default_filter(module, name):
     return patch_maskable(f"{name}.weight", module.weight)
 
 
@@ -63,7 +64,8 @@ def prune_patch_oneshot_(model: nn.Module, sparsity: float, *, tile: int = 128,
     zeros over the selected weights), ``tiles``, ``tiles_24`` and per-layer ``layers``
     ({name: fraction of 2:4 tiles}).
 
-    ``filter_fn(name, module) -> bool`` overrides the default selection. Selected layers whose
+    ``filter_fn(module, fqn) -> bool`` (torchao's order, as ``sparsify_``) overrides the default
+    selection. Selected layers whose
     shape is not a multiple of ``tile`` are skipped with a warning.
     """
     s = float(sparsity)
@@ -74,7 +76,7 @@ def prune_patch_oneshot_(model: nn.Module, sparsity: float, *, tile: int = 128,
     sel = filter_fn or _default_filter
     layers = []
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear) or not sel(name, mod):
+        if not isinstance(mod, nn.Linear) or not selects(sel, mod, name):
             continue
         N, K = mod.weight.shape
         if N % tile or K % tile:

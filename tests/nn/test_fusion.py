@@ -81,7 +81,7 @@ def test_unpruned_groups_are_fused_dense():
     model = tiny_model("mistral")
     base = copy.deepcopy(model)
     fuse_linears_(base)
-    rep = convert(model, filter_fn=lambda n, m: ".layers." in n)
+    rep = convert(model, filter_fn=lambda m, n: ".layers." in n)
     assert not rep.converted and len(rep.fused) == 4
     assert all(r.status == "dense" and "no 2:4 tile" in r.reason for r in rep.rows if ".layers." in r.name)
     assert type(model.model.layers[0].mlp.gate_up_proj) is nn.Linear

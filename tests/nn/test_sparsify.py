@@ -65,11 +65,32 @@ def test_sparsify_keeps_what_it_cannot_take():
     assert rep["lm_head"].status == "shared" and "model.embed_tokens.weight" in rep["lm_head"].reason
     assert isinstance(tied.lm_head, nn.Linear)
     only_attn = patch_model()
-    rep = STOICC.sparsify_(only_attn, filter_fn=lambda n, m: "self_attn" in n, verbose=False)
+    rep = STOICC.sparsify_(only_attn, filter_fn=lambda m, n: "self_attn" in n, verbose=False)
     assert len(rep.converted) == 8 and rep["model.layers.0.mlp.up_proj"].status == "filtered"
     assert isinstance(only_attn.model.layers[0].mlp.up_proj, nn.Linear)
     with pytest.raises(TypeError, match="from_linear"):
         STOICC.sparsify_(nn.Linear(128, 128))
+
+
+def test_filter_fn_takes_module_then_fqn_like_torchao():
+    model = patch_model(n_layers=1)
+    seen = []
+
+    def torchao_style(mod, fqn):
+        seen.append((type(mod).__name__, fqn))
+        return isinstance(mod, nn.Linear) and "self_attn" in fqn
+    rep = STOICC.sparsify_(model, filter_fn=torchao_style, verbose=False)
+    assert ("Linear", "model.layers.0.self_attn.q_proj") in seen
+    assert {r.name for r in rep.converted} == {f"model.layers.0.self_attn.{p}_proj" for p in "qkvo"}
+    # a filter in the other order fails loudly, naming the convention
+    with pytest.raises(TypeError, match=r"filter_fn\(module, fqn\).*arguments swapped"):
+        STOICC.sparsify_(patch_model(n_layers=1), filter_fn=lambda name, mod: name.startswith("model."),
+                         verbose=False)
+    # one that refuses everything converts nothing, and says why
+    with pytest.warns(UserWarning, match=r"converted no layer \(9 filtered\).*filter_fn\(module, fqn\)"):
+        rep = STOICC.sparsify_(patch_model(n_layers=1), filter_fn=lambda mod, fqn: isinstance(fqn, nn.Module),
+                               verbose=False)
+    assert not rep.converted
 
 
 def test_sparsify_at_0_percent_is_the_dense_model():
@@ -80,7 +101,8 @@ def test_sparsify_at_0_percent_is_the_dense_model():
             if isinstance(m, nn.Linear):
                 m.weight.add_(0.01 * (m.weight == 0))                          # no empty tile either
     before = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    rep = STOICC.sparsify_(model, filter_fn=lambda n, m: ".layers." in n, verbose=False)
+    with pytest.warns(UserWarning, match="converted no layer"):
+        rep = STOICC.sparsify_(model, filter_fn=lambda m, n: ".layers." in n, verbose=False)
     assert not rep.converted and rep.bytes_after == rep.bytes_before
     for r in rep.rows:
         if ".layers." in r.name:
@@ -96,7 +118,7 @@ def test_sparsify_keeps_dense_where_dense_cublas_is_timed_faster():
             1.0 + 0.001 * config.get("SPLIT_K", 1000)
 
     rep = STOICC.sparsify_(model, inspector=STOICC.Inspector(timer=timer, verbose=False), decode_tokens=16,
-                           prefill_tokens=64, filter_fn=lambda n, m: ".layers." in n, verbose=False)
+                           prefill_tokens=64, filter_fn=lambda m, n: ".layers." in n, verbose=False)
     q = rep["model.layers.0.self_attn.q_proj"]
     assert q.status == "dense" and "dense cuBLAS on W uncompressed (F.linear) is the fastest" in q.reason
     assert "the best stoicc candidate" in q.reason

@@ -72,9 +72,9 @@ def test_oneshot_arguments():
     with pytest.raises(ValueError, match="sparsity"):
         STOICC.prune_patch_oneshot_(model, 0.6)
     with pytest.raises(ValueError, match="no linear layer selected"):
-        STOICC.prune_patch_oneshot_(model, 0.3, filter_fn=lambda n, m: False)
+        STOICC.prune_patch_oneshot_(model, 0.3, filter_fn=lambda m, n: False)
     with pytest.warns(UserWarning, match="extra.*not a multiple"):
-        r = STOICC.prune_patch_oneshot_(model, 0.3, filter_fn=lambda n, m: n == "extra" or "q_proj" in n)
+        r = STOICC.prune_patch_oneshot_(model, 0.3, filter_fn=lambda m, n: n == "extra" or "q_proj" in n)
     assert set(r["layers"]) == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}
 
 
