@@ -35,7 +35,7 @@ import functools
 import logging
 import time
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -106,7 +106,7 @@ def _fusion_plan(model, names, owners, filter_fn, example_inputs):
 
 def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None, inspector: Inspector | None = None,
               decode_tokens: int = DECODE_TOKENS, prefill_tokens: int = PREFILL_TOKENS,
-              fuse=True, example_inputs=None,
+              fuse: bool = True, example_inputs: Any = None,
               strict: bool = False, verbose: bool = False, progress: bool | None = None) -> SparsifyReport:
     """Swap, in place, the PATCH-pruned ``nn.Linear`` layers of ``model`` for ``MixedModule``s.
 
