@@ -26,7 +26,10 @@ DeviceProps device_props(int device) {
   return p;
 }
 
-std::string check_kernel_args(int64_t i, int64_t split_k, int64_t block_n, int64_t block_k) {
+namespace {
+
+// check_kernel_args without the weight's tile counts: what check_instance shares with it.
+std::string check_forced(int64_t i, int64_t split_k, int64_t block_n, int64_t block_k) {
   if (i < -1 || i >= kNumInstances)
     return "instance " + std::to_string(i) + " does not exist (this build has " + std::to_string(kNumInstances) +
            " instances; see stoicc_ext.list_instances(); -1 lets the heuristic choose)";
@@ -43,12 +46,32 @@ std::string check_kernel_args(int64_t i, int64_t split_k, int64_t block_n, int64
   if (in.schedule == kSequential && split_k != 1)
     return name + " uses the sequential schedule, which takes split_k = 1 (got " + std::to_string(split_k) + ")";
   if (in.schedule == kSplitK && split_k > 64) return "split_k must be in [1, 64], got " + std::to_string(split_k);
-  return "";  // stream_k: any count in [1, 65535] (the weight bounds it further, see stream_k_max_ctas)
+  return "";  // stream_k: any count in [1, 65535] (the weight bounds it further, see check_stream_k_weight)
+}
+
+}  // namespace
+
+std::string check_stream_k_weight(const InstanceInfo& in, int64_t split_k, int64_t N, int64_t block_n,
+                                  int64_t n_sparse, int64_t n_dense) {
+  if (in.schedule != kStreamK || split_k < 1) return "";
+  if (split_k > stream_k_max_ctas(n_sparse, n_dense))
+    return "stream_k with " + std::to_string(split_k) +
+           " CTAs needs at least one dense tile of work per CTA; this weight allows at most " +
+           std::to_string(stream_k_max_ctas(n_sparse, n_dense));
+  if ((N / block_n + 1) * 4 > (int64_t)in.smem_bytes) return std::string("too many tile rows for ") + in.name;
+  return "";
+}
+
+std::string check_kernel_args(int64_t i, int64_t split_k, int64_t block_n, int64_t block_k, int64_t N,
+                              int64_t n_sparse, int64_t n_dense) {
+  const std::string bad = check_forced(i, split_k, block_n, block_k);
+  if (!bad.empty() || i < 0) return bad;
+  return check_stream_k_weight(kInstances[i], split_k, N, block_n, n_sparse, n_dense);
 }
 
 std::string check_instance(int i, int block_n, int block_k, int split_k, const DeviceProps& p) {
   if (i < 0) return "instance " + std::to_string(i) + " does not exist";
-  const std::string bad = check_kernel_args(i, split_k, block_n, block_k);
+  const std::string bad = check_forced(i, split_k, block_n, block_k);
   if (!bad.empty()) return bad;
   const InstanceInfo& in = kInstances[i];
   const std::string name = std::string("instance ") + in.name;

@@ -26,12 +26,21 @@ DeviceProps device_props(int device);  // cached per device
 
 // The checks of spmm's kernel arguments that need no device, run on the CPU as on the GPU so both
 // refuse the same calls: `instance` is -1 (the heuristic's) or a compiled instance whose tile is
-// the weight's, `split_k` is 0 (the heuristic's) or in the instance's schedule's range. Values
-// are checked as int64, before anything narrows them to int. Returns "" or a message.
-std::string check_kernel_args(int64_t instance, int64_t split_k, int64_t block_n, int64_t block_k);
+// the weight's, `split_k` is 0 (the heuristic's) or in the instance's schedule's range, and a
+// stream_k split fits the weight (check_stream_k_weight). Values are checked as int64, before
+// anything narrows them to int. Returns "" or a message.
+std::string check_kernel_args(int64_t instance, int64_t split_k, int64_t block_n, int64_t block_k, int64_t N,
+                              int64_t n_sparse, int64_t n_dense);
 
-// Checks that `instance` may run this problem on this device (check_kernel_args, then the
-// device's limits); `split_k` >= 1, the split the launch uses. Returns "" or a message.
+// What a stream_k launch of `split_k` CTAs needs of the weight: at least one dense tile of work
+// per CTA (stream_k_max_ctas) and its tile rows' offsets in the instance's shared memory. "" for
+// another schedule or split_k 0. Returns "" or a message.
+std::string check_stream_k_weight(const InstanceInfo& in, int64_t split_k, int64_t N, int64_t block_n,
+                                  int64_t n_sparse, int64_t n_dense);
+
+// Checks that `instance` may run this problem on this device (check_kernel_args less the
+// weight's part, then the device's limits); `split_k` >= 1, the split the launch uses. Returns
+// "" or a message.
 std::string check_instance(int instance, int block_n, int block_k, int split_k, const DeviceProps& p);
 
 // The built-in heuristic (used when no instance is forced, e.g. during CUDA-graph capture

@@ -169,7 +169,8 @@ Tensor spmm_cpu_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tenso
   x = check_args(x, w, bias, N, K, block_n, block_k);
   // The reference has one schedule, but a kernel forced here is checked as the GPU path checks
   // it, so that a call the GPU would refuse is refused on the CPU too.
-  const std::string bad = check_kernel_args(instance, split_k, block_n, block_k);
+  const std::string bad =
+      check_kernel_args(instance, split_k, block_n, block_k, N, w.s_cols.numel(), w.d_cols.numel());
   STD_TORCH_CHECK(bad.empty(), "stoicc.spmm: ", bad);
   const ScalarType dt = x.scalar_type();
   Tensor xf = f32(x), svf = f32(w.s_vals), dvf = f32(w.d_vals);
@@ -188,7 +189,8 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
                       int64_t block_k, int64_t instance, int64_t split_k) {
   Compressed w{s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals};
   x = check_args(x, w, bias, N, K, block_n, block_k);
-  const std::string bad_args = check_kernel_args(instance, split_k, block_n, block_k);  // before the (int) casts
+  const std::string bad_args =  // before the (int) casts
+      check_kernel_args(instance, split_k, block_n, block_k, N, w.s_cols.numel(), w.d_cols.numel());
   STD_TORCH_CHECK(bad_args.empty(), "stoicc.spmm: ", bad_args);
   const int device = x.get_device_index();
   torch::stable::accelerator::DeviceGuard guard(device);
@@ -214,11 +216,8 @@ Tensor spmm_cuda_impl(Tensor x, Tensor s_ptr, Tensor s_cols, Tensor s_vals, Tens
   const InstanceInfo& in = kInstances[inst];
   int max_contrib = 1;
   if (in.schedule == kStreamK) {
-    STD_TORCH_CHECK(split <= stream_k_max_ctas(nS, nD), "stoicc.spmm: stream_k with ", split,
-                    " CTAs needs at least one dense tile of work per CTA; this weight allows at most ",
-                    stream_k_max_ctas(nS, nD));
-    STD_TORCH_CHECK((N / block_n + 1) * 4 <= (int64_t)in.smem_bytes, "stoicc.spmm: too many tile rows for ",
-                    in.name);
+    const std::string bad_weight = check_stream_k_weight(in, split, N, block_n, nS, nD);  // the split chosen here
+    STD_TORCH_CHECK(bad_weight.empty(), "stoicc.spmm: ", bad_weight);
     max_contrib = stream_k_max_contrib((int)K, (int)block_k, split, nS, nD);
   }
 

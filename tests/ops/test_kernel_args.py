@@ -1,6 +1,7 @@
 """spmm's kernel arguments (instance, split_k) are checked in one place (csrc/dispatch.cpp,
 check_kernel_args) for the CPU and the GPU path: a call one refuses, the other refuses too,
-including values past 2^31 that a cast to int would wrap onto a valid instance or split."""
+including values past 2^31 that a cast to int would wrap onto a valid instance or split, and a
+stream_k split the weight cannot feed."""
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ def instance(schedule, tile=(128, 128)):
 @pytest.mark.parametrize("device", DEVICES)
 def test_bad_kernel_arguments_are_refused(device):
     Wc, x = case(device)
-    seq, sk = instance("sequential"), instance("split_k")
+    seq, sk, stk = instance("sequential"), instance("split_k"), instance("stream_k")
     other = next(e for e in stoicc_ext.list_instances() if (e["BLOCK_N"], e["BLOCK_K"]) != (128, 128))
     bad = [
         (dict(instance=10 ** 4), "instance 10000 does not exist"),
@@ -39,6 +40,7 @@ def test_bad_kernel_arguments_are_refused(device):
         (dict(split_k=10 ** 9), r"split_k must be 0 .* or in \[1, 65535\], got 1000000000"),
         (dict(split_k=-7), r"split_k must be 0 .* got -7"),
         (dict(instance=sk["index"], split_k=2 ** 32 + 2), "split_k must be 0"),  # would wrap onto 2
+        (dict(instance=stk["index"], split_k=10 ** 4), "at least one dense tile of work per CTA"),
     ]
     for kw, msg in bad:
         with pytest.raises(RuntimeError, match=msg):
