@@ -257,8 +257,9 @@ struct SpmmKernel {
     // cp.async path: this thread's 16-byte chunks of every X slice are the same (row, chunk)
     // pairs for every item, so their offsets are computed once here, not once per item. At
     // M = 32/64 a CTA is bound by the latency of its per-item instruction stream
-    // (docs/kernels.md); this took 15-20 % off those cases on the H100
-    // (bench/results/ab/xoffsets_H100.log). x_goff < 0: row past M, zero-filled.
+    // (docs/log/kernels-steps.md, step 12); this took 15-20 % off those cases on the H100
+    // (step 13, experiments/x-offsets-per-cta/xoffsets_H100.log). x_goff < 0: row past M,
+    // zero-filled.
     constexpr int kXChunks = BM * (BK / 8);
     constexpr int kXPerThread = (kXChunks + kThreads - 1) / kThreads;
     int64_t x_goff[kXPerThread];
@@ -520,7 +521,7 @@ struct SpmmKernel {
       // the owner's slots with st.async, counted on the owner's red_bar; an owner waits for its
       // peers' bytes, sums the partials in rank order (deterministic) and stores. No second
       // cluster barrier: nobody reads another CTA's shared memory, so a CTA may exit as soon as
-      // its own share is written (docs/kernels.md step 18).
+      // its own share is written (docs/log/kernels-steps.md, step 18).
       const int split = a.split_k;
       if (split > 1) {
         constexpr int kTileF = BN * BM / 4;  // float4 slots of the tile's partial
