@@ -113,8 +113,8 @@ def load_compressed_tp(model_or_factory, path, mesh_or_group=None, *, plan=None,
                 mod = model.get_submodule(name)
             except AttributeError:
                 raise KeyError(f"checkpoint layer {name!r} is not a module of the model (a model converted with "
-                               "fused projections, qkv_proj / gate_up_proj, cannot be split: convert it unfused)") \
-                    from None
+                               "fused projections, qkv_proj / gate_up_proj, cannot be split: convert it with "
+                               "sparsify_(model, fuse=False))") from None
             if (getattr(mod, "out_features", None), getattr(mod, "in_features", None)) != (lm["N"], lm["K"]):
                 raise ValueError(f"checkpoint layer {name!r} is {lm['N']}x{lm['K']}, the model's {name} is a "
                                  f"{type(mod).__name__} of {getattr(mod, 'out_features', '?')}x"

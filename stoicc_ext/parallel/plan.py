@@ -87,7 +87,8 @@ def shard_model_(model, mesh_or_group=None, plan=None, *, inspector=None):
             # e.g. a FusedSlice of fused q/k/v: splitting the fused weight by rows would hand rank 0
             # all of q instead of its heads of q, k and v
             raise TypeError(f"{name} is a {type(mod).__name__}; the plan's style {style!r} splits MixedModule and "
-                            "nn.Linear layers only (split the model before fusing its projections)")
+                            "nn.Linear layers only (split the model before fusing its projections: "
+                            "sparsify_(model, fuse=False))")
         kind, gather_output, split_input = STYLES[style]
         model.set_submodule(name, parallel_from_module(mod, kind, group, gather_output=gather_output,
                                                        split_input=split_input, inspector=inspector))

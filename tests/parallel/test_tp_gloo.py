@@ -4,9 +4,9 @@ models against the single-process model, and one checkpoint loaded onto 1, 2 and
 Tolerance: colwise layers compute each output exactly as one process does (same dot products in
 the same order), but a rowwise layer sums the ranks' partial outputs, each rounded to float16
 first, so o_proj and down_proj differ from one process by about one float16 ulp of their output.
-Measured max |err|: 1.95e-3 on TinyLM outputs of magnitude ~3 (one ulp in [2, 4)), 1.6e-3 on the
-Llama's logits (max ~1.8). ATOL = 1e-2 (five such ulps); on one rank the outputs are equal. A wrong
-shard, a missing reduce or a bias added twice is off by O(0.1-1).
+Measured max |err|: 1.95e-3 on TinyLM outputs of magnitude ~3 (one ulp in [2, 4)), 1.2e-3 on the
+Llama's logits (max ~1.8) on 2 ranks. ATOL = 1e-2 (five such ulps); on one rank the outputs are
+equal. A wrong shard or a missing reduce changes outputs by O(1), far above it.
 """
 import os
 
@@ -48,15 +48,15 @@ def tiny_lm(tmp_path_factory):
 
 # One checkpoint onto 1, 2 and 4 ranks; the other ways of splitting on 2 and 4 ranks; a few per
 # test, to keep each under half a minute on a small machine.
-CASES = [(1, ("load_tp",)), (2, ("load_tp", "compile", "deepcopy")), (2, ("shard_model", "dense_then_sparsify")),
-         (4, ("load_tp", "shard_model"))]
+CASES = [(1, ("load_tp", "errors")), (2, ("load_tp", "compile", "deepcopy")),
+         (2, ("shard_model", "dense_then_sparsify")), (4, ("load_tp", "shard_model"))]
 
 
 @pytest.mark.parametrize("world,paths", CASES, ids=[f"{w}-{'+'.join(p)}" for w, p in CASES])
 def test_tiny_lm_split_and_checkpoint_loads(tiny_lm, tmp_path, world, paths):
     ckpt, xs, ref = tiny_lm
     spawn(world, tiny_lm_ranks, str(ckpt), xs, str(tmp_path), paths)
-    for what in paths:
+    for what in set(paths) - {"errors"}:
         ranks = load_ranks(tmp_path, what, world)
         for r in ranks[1:]:                                   # every rank ends with the whole output
             assert all(torch.equal(a, b) for a, b in zip(r, ranks[0])), what
@@ -93,7 +93,9 @@ def tiny_llama(tmp_path_factory):
         return path, ids, ref(ids).logits
 
 
-@pytest.mark.parametrize("world", [2, 4])
+# 2 ranks: on 4 it passes too, but four processes importing transformers take about 45 s on 2 cores;
+# the 4-rank split itself is tested above (the transformers path only localizes the DTensor shards)
+@pytest.mark.parametrize("world", [2])
 def test_hf_llama_from_pretrained_tp_plan_auto(tiny_llama, tmp_path, world):
     pytest.importorskip("accelerate", reason="transformers' tp_plan loading needs accelerate")
     model_dir, ids, want = tiny_llama

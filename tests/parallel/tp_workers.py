@@ -5,6 +5,7 @@ import copy
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -48,7 +49,7 @@ def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
     whole then split (``shard_model_`` on MixedModules); ``dense_then_sparsify``, the dense pruned
     model split then converted (``shard_model_`` then ``sparsify_``, the slices tuned at their shape);
     ``compile``, the loaded split model under ``torch.compile(fullgraph=True)``; ``deepcopy``, a
-    copy of it."""
+    copy of it; ``errors``, what ``shard_model_`` refuses."""
     from model_helpers import TinyLM, outputs, patch_model
 
     def skeleton():
@@ -72,6 +73,11 @@ def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
         whole = STOICC.load_compressed(skeleton, ckpt)
         assert len(shard_model_(whole)) == 15
         _save(out_dir, rank, "shard_model", outputs(whole, *xs))
+    if "errors" in paths:       # a planned module that is neither (e.g. a fused projection's slice)
+        odd = TinyLM(h=H, i=I, vocab=VOCAB)
+        odd.model.layers[1].self_attn.k_proj = torch.nn.Identity()
+        with pytest.raises(TypeError, match=r"layers.1.self_attn.k_proj is a Identity; .* fuse=False"):
+            shard_model_(odd)
     if "dense_then_sparsify" in paths:
         dense = patch_model(h=H, i=I, vocab=VOCAB)
         shard_model_(dense)
