@@ -31,6 +31,7 @@ if __package__ in (None, ""):   # run as a script: the bench package lives one d
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import shapes as shape_table  # noqa: E402
+from stoicc_ext.nn.agreement import LOGITS_RTOL  # noqa: E402
 
 # M = 16 speedup over cuBLAS per 2:4-tile fraction ("never slower" at f = 0), table shapes.
 M16_SPEEDUP = {1.0: 1.70, 0.9: 1.55, 0.7: 1.40, 0.5: 1.25, 0.0: 1.00}
@@ -184,6 +185,11 @@ def e2e_targets(data):
         rows = [r for r in long if r["sparsity"] == s and r.get("speedup") is not None]
         out.append(_target(f"long prompt, {s} %: speedup >= {want:.2f}x", rows, lambda r, w=want: r["speedup"] >= w,
                            lambda r: f"{r['sparsity']} %: {r['speedup']:.3f}x"))
+    rows = [r for r in main + long if r.get("agreement_ok") is not None]
+    out.append(_target(f"agreement with dense: the first token of every sequence, logits within {LOGITS_RTOL:g} x "
+                       "max |logits| (stoicc_ext.nn.agreement)", rows, lambda r: r["agreement_ok"],
+                       lambda r: f"{r.get('row', 'main')} {r['sparsity']} %: first token {r['first_token_agreement']:.3f}, "
+                                 f"logits {r['max_logits_rel_err']:.2g} of max"))
     return [t for t in out if t["cases"]]
 
 

@@ -65,6 +65,7 @@ if __package__ in (None, ""):   # run as a script: the bench package lives one d
 import torch  # noqa: E402
 
 import stoicc_ext as STOICC  # noqa: E402
+from stoicc_ext.nn.agreement import compare_logits  # noqa: E402
 from stoicc_ext.tuning import cache as tuning_cache  # noqa: E402
 
 from bench import e2e_parallel, run_info  # noqa: E402
@@ -138,9 +139,8 @@ def run_sparsity(tf, args, s, row, inspector, log):
 
     sparse = generate(model, "stoicc")
     agree = (sparse["tokens"] == dense["tokens"]).float().mean().item()
-    first = (sparse["tokens"][:, 0] == dense["tokens"][:, 0]).float().mean().item()
-    err = (sparse["logits"] - dense["logits"]).abs().max().item()
-    scale = dense["logits"].abs().max().item()
+    check = compare_logits(dense["logits"], sparse["logits"])      # the first token's logits, LOGITS_RTOL
+    err, scale = check["max_err"], check["scale"]
     rec = dict(row=row["name"], sparsity=s, batch=B, prompt=P, new_tokens=new, commit=args.commit,
                achieved_sparsity=prune["sparsity"] if prune else 0.0,
                speedup=None, speedup_vs_hf=None, dense_ms=dense.get("total_ms"), hf_ms=hf.get("total_ms"),
@@ -153,8 +153,9 @@ def run_sparsity(tf, args, s, row, inspector, log):
                dense_peak_bytes=dense.get("peak_bytes"), stoicc_peak_bytes=sparse.get("peak_bytes"),
                dense_allocated_before=dense.get("allocated_before"),
                stoicc_allocated_before=sparse.get("allocated_before"),
-               agreement=agree, first_token_agreement=first, max_logits_err=err,
-               max_logits_rel_err=err / scale if scale else None,
+               agreement=agree, first_token_agreement=check["first_token_agreement"],
+               first_token_exact=check["first_token_exact"], max_logits_err=err, max_logits_rel_err=check["rel_err"],
+               logits_rtol=check["rtol"], agreement_ok=check["ok"],
                layers_converted=len(report.converted), tuning_s=tune_s, prefill_price_s=price_s, build_s=build_s,
                dense_compile_s=dense["compile_s"], stoicc_compile_s=sparse["compile_s"])
     if "breakdown" in dense and "breakdown" in sparse:
@@ -178,8 +179,10 @@ def run_sparsity(tf, args, s, row, inspector, log):
             f"{rec['speedup_vs_hf']:.3f}x against the Hugging Face model as it ships (prefill "
             f"{rec['prefill_speedup']:.2f}x, decode {rec['decode_speedup']:.2f}x); peak memory "
             f"{rec['peak_bytes_ratio']:.3f}x")
-    log(f"{tag} agreement with dense on the same weights: {agree:.3f} of the tokens ({first:.3f} of the first), "
-        f"max |logits error| {err:.3g} (max |logits| {scale:.3g})")
+    log(f"{tag} agreement with dense on the same weights: {agree:.3f} of the tokens; first token "
+        f"{check['first_token_agreement']:.3f} ({check['first_token_exact']:.3f} equal, the rest near-ties); "
+        f"max |logits error| {err:.3g} = {check['rel_err']:.2g} of max |logits| {scale:.3g} (tolerance "
+        f"{check['rtol']:g}): {'within' if check['ok'] else 'OUTSIDE'} the stated fp16 tolerance")
     choices = tile_choices(report)
     del model, report
     gc.collect()

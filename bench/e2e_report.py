@@ -9,6 +9,7 @@ if __package__ in (None, ""):   # loaded by path: the bench package lives one di
 from bench import check_targets, plots  # noqa: E402
 from bench.e2e_profile import decode_kernel_calls  # noqa: E402
 from bench.e2e_tuning import choice_counts  # noqa: E402
+from stoicc_ext.nn.agreement import LOGITS_RTOL  # noqa: E402
 
 ROWS = ("main", "long")
 
@@ -88,9 +89,12 @@ def markdown(res, json_name):
          "same process. "
          f"stoicc: `stoicc_ext.sparsify_` (the library's recipe per layer: decode tuned at M = batch, prefill at "
          f"M = batch x prompt with the decode tile shape pinned; tuning space `{st['tune_space']}`). Times: median of "
-         f"{st['repeats']} generations. Agreement: fraction of the greedy tokens equal to the dense model's (of the "
-         "first generated token in parentheses); logits error: max |difference| of the prefill's last-position "
-         "logits (random weights make near-ties common, so a flipped later token is not an error).", ""]
+         f"{st['repeats']} generations. Agreement: fraction of the greedy tokens equal to the dense model's (in "
+         "parentheses, of the first generated token: equal, or a near-tie of the dense logits within twice the "
+         "tolerance); logits error: max |difference| of the prefill's last-position logits, held to "
+         f"{LOGITS_RTOL:g} x max |logits| (`stoicc_ext.nn.agreement`: fp16 rounding of every linear's output, "
+         "compounded over the layers; random weights make near-ties common, so a flipped later token is not an "
+         "error).", ""]
     if main:
         L += _run_table(main)
     if long:

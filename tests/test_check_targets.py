@@ -104,6 +104,11 @@ def test_e2e_in_model_bandwidth_and_long_prompt_targets():
     assert (t["long prompt, 0 %"]["met"], t["long prompt, 45 %"]["met"]) == (0, 1)
     # the long rows do not count against the main targets
     assert (t["0 %"]["met"], t["0 %"]["cases"]) == (1, 1)
+    # agreement: every record that carries the check, both rows
+    for rec, ok in zip(data["records"], (True, False, True, True, True)):
+        rec.update(agreement_ok=ok, first_token_agreement=1.0 if ok else 0.9375, max_logits_rel_err=0.004)
+    agree = _by_name(ct.e2e_targets(data))["agreement with dense"]
+    assert (agree["met"], agree["cases"]) == (4, 5) and agree["missed"] == ["main 25 %: first token 0.938, logits 0.004 of max"]
 
 
 def test_e2e_targets_of_the_recorded_h100_run(capsys):

@@ -24,6 +24,8 @@ def test_e2e_cpu_dry_run(tmp_path):
     assert [r["sparsity"] for r in data["records"]] == [0, 35]
     for r in data["records"]:
         assert fields <= set(r) and 0 <= r["agreement"] <= 1 and r["speedup"] is None
+        # the first token of every sequence and the logits within stoicc_ext.nn.agreement's tolerance
+        assert r["agreement_ok"] and r["first_token_agreement"] == 1.0 and r["logits_rtol"] == 1e-2
     assert data["records"][0]["weight_bytes_ratio"] == pytest.approx(1.0, abs=0.01)
     # q/k/v and gate/up fused: qkv_proj, o_proj, gate_up_proj, down_proj
     assert data["records"][1]["weight_bytes_ratio"] < 0.95 and data["records"][1]["layers_converted"] == 4
