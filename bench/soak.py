@@ -230,6 +230,7 @@ class Generation:
         if not self.graphs:
             self.prefill_logits = self._prefill()
             return self.prefill_logits
+        self.stream.wait_stream(torch.cuda.current_stream())     # the prompt was written there
         with torch.cuda.stream(self.stream):
             self._prefill_graph.replay()
         self.stream.synchronize()
@@ -239,6 +240,7 @@ class Generation:
         if not self.graphs:
             self.step_logits = self._step()
             return self.step_logits
+        self.stream.wait_stream(torch.cuda.current_stream())     # the caller's copy of the token, first
         with torch.cuda.stream(self.stream):
             self._step_graph.replay()
         self.stream.synchronize()
