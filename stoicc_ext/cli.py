@@ -54,11 +54,13 @@ class _StderrHandler(logging.StreamHandler):
 def _setup_logging(verbosity: int):
     """Console logging for one command; returns a function that undoes it."""
     level = logging.INFO if verbosity == 0 else (logging.DEBUG if verbosity > 0 else logging.WARNING)
-    log, insp = logging.getLogger("stoicc"), logging.getLogger("stoicc.inspector")
-    saved = (log.level, insp.level)
+    log, insp, sparsify = (logging.getLogger(n) for n in ("stoicc", "stoicc.inspector", "stoicc.sparsify"))
+    saved = (log.level, insp.level, sparsify.level)
     log.setLevel(level)
-    # the Inspector's line per inspect (and per candidate) only with -v / -vv
+    # the Inspector's line per inspect (and per candidate) only with -v / -vv; sparsify_'s lines
+    # with -v (its summary is the command's output, on stdout)
     insp.setLevel(logging.WARNING if verbosity <= 0 else (logging.INFO if verbosity == 1 else logging.DEBUG))
+    sparsify.setLevel(logging.WARNING if verbosity <= 0 else logging.DEBUG)
     h = _StderrHandler()
     h.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(h)
@@ -67,6 +69,7 @@ def _setup_logging(verbosity: int):
         log.removeHandler(h)
         log.setLevel(saved[0])
         insp.setLevel(saved[1])
+        sparsify.setLevel(saved[2])
     return undo
 
 
