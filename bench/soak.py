@@ -310,7 +310,7 @@ def main(argv=None):
     ref_model = copy.deepcopy(model).double()
     report = STOICC.sparsify_(model, inspector=make_inspector(), decode_tokens=args.batch,
                               prefill_tokens=args.batch * args.prompt, fuse=False,
-                              filter_fn=lambda mod, name: name.startswith("layers."))
+                              filter_fn=lambda mod, fqn: fqn.startswith("layers."))
     converted = sum(r.status == "converted" for r in report.rows)
     if converted != 7 * args.layers:
         raise SystemExit(f"bench.soak: sparsify_ converted {converted} of {7 * args.layers} linears:\n{report}")
