@@ -8,10 +8,10 @@ from .hf import localize_hf_tp_, sparsify_tp_
 from .load import load_compressed_tp
 from .module import COLWISE, ROWWISE, TensorParallelLinear
 from .plan import LLAMA_TP_PLAN, STYLES, shard_model_, style_of
-from .shard import concat_cols, concat_rows, shard_cols, shard_rows, shard_weight
+from .shard import concat_cols, concat_rows, shard_cols, shard_row_groups, shard_rows, shard_weight
 
 __all__ = [
-    "shard_rows", "shard_cols", "shard_weight", "concat_rows", "concat_cols",
+    "shard_rows", "shard_row_groups", "shard_cols", "shard_weight", "concat_rows", "concat_cols",
     "TensorParallelLinear", "COLWISE", "ROWWISE", "tune_shard", "parallel_from_compressed", "parallel_from_module",
     "LLAMA_TP_PLAN", "STYLES", "style_of", "shard_model_", "load_compressed_tp",
     "localize_hf_tp_", "sparsify_tp_",

@@ -16,9 +16,9 @@ from ..nn.mixed_module import MixedModule
 from ..nn.recipe import DECODE_TOKENS, PREFILL_TOKENS, tune_weight
 from ..tuning.dense import DenseWeight
 from .module import COLWISE, ROWWISE, TensorParallelLinear
-from .shard import shard_cols, shard_rows
+from .shard import shard_cols, shard_row_groups
 
-__all__ = ["tune_shard", "parallel_from_compressed", "parallel_from_module", "linear_of"]
+__all__ = ["tune_shard", "parallel_from_compressed", "parallel_from_module", "linear_of", "row_group_slice"]
 
 
 def linear_of(weight, bias=None):
@@ -47,48 +47,61 @@ def tune_shard(Wc, bias=None, inspector=None, *, decode_tokens=DECODE_TOKENS, pr
     return mm
 
 
+def row_group_slice(t, sizes, world, rank):
+    """Rank ``rank``'s share of each block of ``sizes`` rows of ``t``, concatenated (a fused
+    weight's or bias's colwise shard; one block: the plain colwise shard)."""
+    parts, a = [], 0
+    for n in sizes:
+        if n % world:
+            raise ValueError(f"cannot split a block of {n} rows into {world} equal parts")
+        parts.append(t.narrow(0, a + rank * (n // world), n // world))
+        a += n
+    return torch.cat(parts)
+
+
 def parallel_from_compressed(Wc, bias, style, group, *, gather_output=False, split_input=False, device=None,
-                             inspector=None, **tuning):
+                             inspector=None, row_groups=None, **tuning):
     """``TensorParallelLinear`` holding this rank's shard of the compressed weight ``Wc`` (full
-    layer, on any device; only the shard is moved to ``device``). ``tuning``: ``tune_shard``'s
+    layer, on any device; only the shard is moved to ``device``). ``row_groups``: the members'
+    output sizes of a fused weight (each member is split, colwise). ``tuning``: ``tune_shard``'s
     keywords."""
     world, rank = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
     device = Wc.device if device is None else torch.device(device)
     if style == COLWISE:
-        shard = shard_rows(Wc, world, rank).to(device)
+        groups = row_groups or (Wc.N,)
+        shard = shard_row_groups(Wc, groups, world, rank).to(device)
         if bias is not None:
-            n = Wc.N // world
-            bias = bias[rank * n:(rank + 1) * n]
+            bias = row_group_slice(bias, groups, world, rank)
         local = tune_shard(shard, None if bias is None else bias.to(device), inspector, **tuning)
         bias = None
-    elif style == ROWWISE:
+    elif style == ROWWISE and row_groups is None:
         shard = shard_cols(Wc, world, rank).to(device)
         local = tune_shard(shard, None, inspector, **tuning)
         bias = None if bias is None else bias.to(device)
     else:
-        raise ValueError(f"style must be {COLWISE!r} or {ROWWISE!r}, got {style!r}")
+        raise ValueError(f"style must be {COLWISE!r}, or {ROWWISE!r} for an unfused weight, got {style!r}")
     return TensorParallelLinear(local, style, group, in_features=Wc.K, out_features=Wc.N, bias=bias,
                                 gather_output=gather_output, split_input=split_input)
 
 
-def _dense_slice(linear, style, world, rank):
-    """``nn.Linear`` of this rank's rows (colwise, with the bias slice) or columns (rowwise, no bias),
-    cloned: the full weight can be freed."""
+def _dense_slice(linear, style, world, rank, row_groups=None):
+    """``nn.Linear`` of this rank's rows (colwise, with the bias slice; per member of a fused
+    weight) or columns (rowwise, no bias), copied: the full weight can be freed."""
     W = linear.weight.detach()
-    dim = 0 if style == COLWISE else 1
-    size = W.shape[dim]
-    if size % world:
-        raise ValueError(f"cannot shard {'N' if dim == 0 else 'K'}={size} of a dense linear into {world} equal parts")
-    part = size // world
-    b = None
-    if style == COLWISE and linear.bias is not None:
-        b = linear.bias.detach().narrow(0, rank * part, part).clone()
-    return linear_of(W.narrow(dim, rank * part, part).clone(), b)
+    if style == COLWISE:
+        groups = row_groups or (W.shape[0],)
+        b = None if linear.bias is None else row_group_slice(linear.bias.detach(), groups, world, rank)
+        return linear_of(row_group_slice(W, groups, world, rank), b)
+    if W.shape[1] % world:
+        raise ValueError(f"cannot shard K={W.shape[1]} of a dense linear into {world} equal parts")
+    part = W.shape[1] // world
+    return linear_of(W.narrow(1, rank * part, part).clone())
 
 
-def parallel_from_module(mod, style, group, *, gather_output=False, split_input=False, inspector=None):
+def parallel_from_module(mod, style, group, *, gather_output=False, split_input=False, inspector=None,
+                         row_groups=None):
     """``TensorParallelLinear`` of a ``MixedModule`` (sharded compressed, tuned per rank) or an
-    ``nn.Linear`` (sliced; a dense layer stays dense)."""
+    ``nn.Linear`` (sliced; a dense layer stays dense). ``row_groups``: see ``parallel_from_compressed``."""
     world, rank = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
     if isinstance(mod, MixedModule):
         info = mod.tuning_info or {}
@@ -96,9 +109,9 @@ def parallel_from_module(mod, style, group, *, gather_output=False, split_input=
                       prefill_tokens=info.get("prefill_tokens", PREFILL_TOKENS),
                       decode_max_tokens=mod.decode_max_tokens)
         return parallel_from_compressed(mod.compressed_weight, mod.bias, style, group, gather_output=gather_output,
-                                        split_input=split_input, inspector=inspector, **tuning)
+                                        split_input=split_input, inspector=inspector, row_groups=row_groups, **tuning)
     if isinstance(mod, nn.Linear):
-        local = _dense_slice(mod, style, world, rank)
+        local = _dense_slice(mod, style, world, rank, row_groups)
         bias = mod.bias.detach() if style == ROWWISE and mod.bias is not None else None
         return TensorParallelLinear(local, style, group, in_features=mod.in_features, out_features=mod.out_features,
                                     bias=bias, gather_output=gather_output, split_input=split_input)

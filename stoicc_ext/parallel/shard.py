@@ -15,7 +15,7 @@ import torch
 
 from ..format.compressed import CompressedWeight
 
-__all__ = ["shard_rows", "shard_cols", "shard_weight", "concat_rows", "concat_cols", "tile_range"]
+__all__ = ["shard_rows", "shard_row_groups", "shard_cols", "shard_weight", "concat_rows", "concat_cols", "tile_range"]
 
 
 def tile_range(tiles, world, rank, side):
@@ -46,6 +46,27 @@ def shard_rows(Wc, world, rank):
 
     Slices are cloned so that the shard owns its memory (the full weight can be freed)."""
     r0, r1 = tile_range(Wc.tile_rows, world, rank, f"N={Wc.N} (block_n={Wc.block_n})")
+    return _tile_rows(Wc, r0, r1)
+
+
+def shard_row_groups(Wc, sizes, world, rank):
+    """Rank ``rank``'s share of each row block of ``Wc`` (``sizes``: the blocks' output features, in
+    order, summing to N), concatenated: the colwise shard of a fused weight (q/k/v, gate/up), whose
+    every member is split, not the concatenation as a whole."""
+    if sum(sizes) != Wc.N:
+        raise ValueError(f"row blocks {list(sizes)} do not add up to N={Wc.N}")
+    parts, r = [], 0
+    for n in sizes:
+        if n % Wc.block_n:
+            raise ValueError(f"a row block of {n} is not a whole number of {Wc.block_n}-row tiles")
+        t0, t1 = tile_range(n // Wc.block_n, world, rank, f"a block of {n} rows (block_n={Wc.block_n})")
+        parts.append(_tile_rows(Wc, r + t0, r + t1))
+        r += n // Wc.block_n
+    return concat_rows(parts)
+
+
+def _tile_rows(Wc, r0, r1):
+    """The weight of tile rows [r0, r1) of ``Wc`` (own memory)."""
     sv, sm, dv = _tile_len(Wc)
     out = []
     for ptr, cols, vals in ((Wc.sparse_row_ptr, Wc.sparse_cols, ((Wc.sparse_values, sv), (Wc.sparse_meta, sm))),
@@ -55,7 +76,7 @@ def shard_rows(Wc, world, rank):
         part += [t[e0 * n:e1 * n].clone() for t, n in vals]
         out.append(part)
     (s_ptr, s_cols, s_vals, s_meta), (d_ptr, d_cols, d_vals) = out
-    return _like(Wc, (s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals), Wc.N // int(world), Wc.K)
+    return _like(Wc, (s_ptr, s_cols, s_vals, s_meta, d_ptr, d_cols, d_vals), (r1 - r0) * Wc.block_n, Wc.K)
 
 
 def _select_cols(ptr, cols, c0, c1):

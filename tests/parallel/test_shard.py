@@ -109,3 +109,20 @@ def test_tune_shard_keeps_a_shard_without_24_tiles_dense():
     W, Wc = weight(block=(64, 128), row_pattern="dense_only_rows")      # tile row 0: dense tiles only
     lin = tune_shard(shard_rows(Wc, 8, 0), decode_tokens=8, prefill_tokens=64)
     assert isinstance(lin, torch.nn.Linear) and torch.equal(lin.weight, W[:64])
+
+
+def test_shard_row_groups_splits_each_member():
+    from stoicc_ext.parallel import shard_row_groups
+
+    _, Wc = weight(N=1024, block=(64, 128))                   # members of 512, 256 and 256 rows (q, k, v)
+    full = STOICC.decompress(Wc)
+    for r in range(2):
+        s = shard_row_groups(Wc, (512, 256, 256), 2, r)
+        STOICC.validate(s)
+        want = torch.cat([full[r * 256:(r + 1) * 256], full[512 + r * 128:512 + (r + 1) * 128],
+                          full[768 + r * 128:768 + (r + 1) * 128]])
+        assert s.N == 512 and torch.equal(bits(STOICC.decompress(s)), bits(want))
+    with pytest.raises(ValueError, match="do not add up to N=1024"):
+        shard_row_groups(Wc, (512, 256), 2, 0)
+    with pytest.raises(ValueError, match="block of 192 rows .*3 tiles do not split into 2"):
+        shard_row_groups(Wc, (512, 256, 192, 64), 2, 0)

@@ -17,7 +17,7 @@ import stoicc_ext as STOICC
 
 from conftest import needs_ext
 from model_helpers import outputs, patch_model
-from tp_workers import GLOO, H, I, VOCAB, hf_llama_ranks, spawn, tiny_lm_ranks
+from tp_workers import GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, spawn, tiny_lm_ranks
 
 pytestmark = [needs_ext, pytest.mark.skipif(not GLOO, reason="torch.distributed gloo backend not available"),
               pytest.mark.usefixtures("fresh_tuning_cache")]
@@ -89,6 +89,9 @@ def tiny_llama(tmp_path_factory):
     ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(5))
     ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float16, attn_implementation="eager")
     STOICC.sparsify_(ref, decode_tokens=8, prefill_tokens=64, verbose=False)
+    from stoicc_ext.nn.fusion import fusion_groups
+    assert fusion_groups(ref)                            # sparsify_ fused q/k/v and gate/up
+    STOICC.save_compressed(ref, path.parent / "fused.safetensors")
     with torch.no_grad():
         return path, ids, ref(ids).logits
 
@@ -104,3 +107,14 @@ def test_hf_llama_from_pretrained_tp_plan_auto(tiny_llama, tmp_path, world):
     assert all(torch.equal(r[0], ranks[0][0]) for r in ranks[1:])
     err = max_err(ranks[0], [want])
     assert err <= ATOL, f"max |err| {err} of logits (max |logit| {want.abs().max().item():.3g})"
+
+
+def test_fused_projections_split_member_by_member(tiny_llama, tmp_path):
+    """The converted model of the test above (q/k/v and gate/up fused by sparsify_) on 2 ranks."""
+    model_dir, ids, want = tiny_llama
+    spawn(2, hf_fused_ranks, str(model_dir), str(model_dir.parent / "fused.safetensors"), ids, str(tmp_path))
+    for what in ("fused_load", "fused_shard"):
+        ranks = load_ranks(tmp_path, what, 2)
+        assert torch.equal(ranks[0][0], ranks[1][0])
+        err = max_err(ranks[0], [want])
+        assert err <= ATOL, f"{what}: max |err| {err}"

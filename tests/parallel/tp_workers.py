@@ -73,10 +73,10 @@ def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
         whole = STOICC.load_compressed(skeleton, ckpt)
         assert len(shard_model_(whole)) == 15
         _save(out_dir, rank, "shard_model", outputs(whole, *xs))
-    if "errors" in paths:       # a planned module that is neither (e.g. a fused projection's slice)
+    if "errors" in paths:       # a planned module that is neither a MixedModule nor an nn.Linear
         odd = TinyLM(h=H, i=I, vocab=VOCAB)
         odd.model.layers[1].self_attn.k_proj = torch.nn.Identity()
-        with pytest.raises(TypeError, match=r"layers.1.self_attn.k_proj is a Identity; .* fuse=False"):
+        with pytest.raises(TypeError, match=r"layers.1.self_attn.k_proj is a Identity; .* nn.Linear layers only"):
             shard_model_(odd)
     if "dense_then_sparsify" in paths:
         dense = patch_model(h=H, i=I, vocab=VOCAB)
@@ -99,3 +99,24 @@ def hf_llama_ranks(rank, world, model_dir, ids, out_dir):
     assert q.local.N == q.out_features // world
     with torch.no_grad():
         _save(out_dir, rank, "hf", [model(ids).logits])
+
+
+def hf_fused_ranks(rank, world, model_dir, ckpt, ids, out_dir):
+    """A model converted with fused projections (qkv_proj, gate_up_proj), split member by member:
+    its checkpoint loaded split, and the model loaded whole then ``shard_model_``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+
+    def skeleton():
+        return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").half().eval()
+
+    loaded = load_compressed_tp(skeleton, ckpt)
+    attn = loaded.model.layers[0].self_attn
+    assert isinstance(attn.qkv_proj, TensorParallelLinear) and attn.qkv_proj.local.N == 3 * H // world
+    assert (attn.k_proj.start, attn.k_proj.stop) == (H // world, 2 * H // world)    # the rank's k heads
+    whole = STOICC.load_compressed(skeleton(), ckpt)
+    assert set(shard_model_(whole)) >= {"model.layers.0.self_attn.qkv_proj", "model.layers.0.mlp.gate_up_proj"}
+    with torch.no_grad():
+        _save(out_dir, rank, "fused_load", [loaded(ids).logits])
+        _save(out_dir, rank, "fused_shard", [whole(ids).logits])
