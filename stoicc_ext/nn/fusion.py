@@ -22,8 +22,9 @@ its view (``y[..., a:b]``) and the input it was computed from; a forward hook (`
 clears them. So the parent's own forward runs unchanged, and the hand-over lives exactly one
 parent call: no cache outlives it or is looked up by tensor identity across calls. Under
 ``torch.compile(fullgraph=True)`` the hooks and the attribute writes trace into the graph (the
-tests compile a fused Llama with the 'eager' and 'aot_eager' backends); inside a CUDA graph the
-fused call is one kernel like any other. A slice called on any tensor other than the one its
+tests compile a converted, fused Qwen3 with the 'eager' and 'aot_eager' backends, and the e2e
+benchmark's dry run a fused Llama through a recording backend); a CUDA graph captures the fused
+call as one kernel like any other, and the attributes are None again after every call. A slice called on any tensor other than the one its
 view was computed from raises, rather than return another input's projection.
 
 The hooks are module-level functions and the per-parent plan is a plain attribute

@@ -252,6 +252,8 @@ def test_recipe_pins_decode_tile_and_restores_the_space():
 
     def score(c):
         tile = (c["BLOCK_N"], c["BLOCK_K"])
+        if c["instance"].startswith("wgmma_"):     # the Hopper prefill kernels, timed at every M: never best here
+            return 5.0
         if c["BLOCK_M"] <= 64:
             return 1.0 if tile == (64, 128) else 2.0 + 0.01 * c["SPLIT_K"]
         return 1.0 if tile == (128, 128) else 3.0 + (0.0 if tile == (64, 128) else 1.0)
