@@ -123,8 +123,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if device == "cpu":
-        logger.warning("stoicc convert: no GPU; kernels are chosen by the heuristic for a nominal H100, not timed, "
-                       "and some run on Hopper only (convert on the GPU the model will serve on to tune for it)")
+        logger.warning("stoicc convert: no GPU; kernels are chosen by the heuristic, not timed, among those that run "
+                       "on every GPU (convert on the GPU the model will serve on to tune for it)")
     t0 = time.perf_counter()
     logger.info("loading %s (%s) ...", args.model, args.dtype)
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,

@@ -14,11 +14,16 @@ class DeviceProps:
     max_smem_per_sm: int
     l2_bytes: int
     index: int = None        # the CUDA device index; None for a described device (no GPU)
+    # Whether arch-specific code (the sm_90a wgmma kernels, manifest exact_sm) may be chosen: a
+    # choice made for this device must run wherever it is used.
+    arch_specific: bool = True
 
 
-# Candidates are enumerated for this device (an H100 SXM) when the weight is not on a GPU.
+# Candidates are enumerated for this device (an H100 SXM) when the weight is not on a GPU. A
+# model converted without a GPU may be loaded on any GPU, so its choices leave out the sm_90a-only
+# instances (they would fail on an A100 or an L4); tuned on an H100/H200, it gets them.
 NOMINAL = DeviceProps(name="cpu", sm_count=132, cc=90, max_smem_optin=232448, max_smem_per_sm=233472,
-                      l2_bytes=50 * 2 ** 20)
+                      l2_bytes=50 * 2 ** 20, arch_specific=False)
 
 
 def device_props(device):

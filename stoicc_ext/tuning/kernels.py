@@ -128,8 +128,8 @@ class KernelSchedule(TunedSchedule):
             bn, bk = e["BLOCK_N"], e["BLOCK_K"]
             if N % bn or K % bk or e["smem_bytes"] > props.max_smem_optin or props.cc < e["min_sm"]:
                 continue
-            if e.get("exact_sm") and props.cc != e["min_sm"]:  # sm_90a code runs on sm_90 only
-                continue
+            if e.get("exact_sm") and (props.cc != e["min_sm"] or not props.arch_specific):
+                continue  # sm_90a code runs on sm_90 only; a portable choice leaves it out
             for split in self.splits(e, M, N, K, props, counts(bn, bk)):
                 c = self.candidate(e, split)
                 if self.allows(c.config, space):

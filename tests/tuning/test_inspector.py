@@ -1,6 +1,7 @@
 """The Inspector: its four-call API, config spaces, the tuning cache, user schedules, bad
 input, capture/compile behaviour. CPU tests use an injected fake timer (the real one needs CUDA
 events); the GPU tests run the decode/prefill recipe end to end with the real timing protocol."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from stoicc_ext.format.tile_map import TileMap
 from stoicc_ext.tuning import inspector as insp_mod
 from stoicc_ext.tuning.device import NOMINAL
 from stoicc_ext.tuning.dense import DenseWeight
+from stoicc_ext.tuning.candidates import kernel_candidates
 from stoicc_ext.tuning.kernels import KernelSchedule
 from stoicc_ext.tuning import cache as tuning_cache
 from stoicc_ext.testing import random_patch_weight
@@ -194,27 +196,33 @@ def test_spec_recipe_decode_then_prefill_cpu():
 
 @pytest.mark.parametrize("M,blocks", [(16, set()), (100, {128}), (200, {128}), (300, {128, 256})])
 def test_wgmma_candidates_only_at_prefill_sizes(M, blocks):
-    """The sm_90a prefill instances (exact_sm) are timed from M = 128 on, every token block up to
-    M; at decode sizes they are not candidates (a 128-token block at M = 16 only computes padding)."""
-    W, X = weight(256, 512), xs(M, 512)
+    """On an sm_90 GPU the prefill instances (exact_sm) are timed from M = 128 on, every token
+    block up to M; at decode sizes they are not candidates (a 128-token block at M = 16 only
+    computes padding)."""
+    h200 = dataclasses.replace(NOMINAL, name="NVIDIA H200", arch_specific=True)
+    cands = kernel_candidates(M, 256, 512, h200, lambda bn, bk: None)
+    assert {c.instance["BLOCK_M"] for c in cands if c.instance["name"].startswith("wgmma_")} == blocks
+
+
+def test_no_arch_specific_choice_without_a_gpu():
+    """A weight tuned off the GPU (nominal H100 properties) gets no sm_90a-only instance: the model
+    may be loaded on an A100 or an L4, where such a choice could not run."""
+    W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
-    STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
-    got = {c["BLOCK_M"] for c in timer.calls if c.get("instance", "").startswith("wgmma_")}
-    assert got == blocks
+    _, cfg = STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
+    assert not any(c.get("instance", "").startswith("wgmma_") for c in timer.calls)
+    assert not cfg.get("instance", "").startswith("wgmma_")
 
 
 def test_prefill_candidates_use_the_prefill_instances():
     W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
     _, cfg = STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
-    # off a GPU the candidates are those of a nominal H100: the mma 128-token instances and the
-    # sm_90a wgmma ones, whose 128- and 256-token blocks are all timed at prefill M
-    assert {c["BLOCK_M"] for c in timer.calls if "instance" in c} == {128, 256}
-    assert any(c["instance"].startswith("wgmma_") for c in timer.calls if "instance" in c)
+    assert {c["BLOCK_M"] for c in timer.calls if "instance" in c} == {128}
     # the densify schedule is timed too, once per tile shape that divides W
     assert sorted((c["BLOCK_N"], c["BLOCK_K"]) for c in timer.calls if c["schedule"] == "densify") == [
         (64, 64), (64, 128), (128, 64), (128, 128)]
-    assert cfg["BLOCK_M"] in (128, 256) and cfg["schedule"] == "sequential"
+    assert cfg["BLOCK_M"] == 128 and cfg["schedule"] == "sequential"
 
 
 # --------------------------------------------------------------------------------------
