@@ -11,6 +11,10 @@ from stoicc_ext.nn.fusion import fuse_linears_
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
+# Llama-2-70B's layer shapes (grouped-query attention: 8 KV heads); the preset runs 8 of its 80 layers,
+# which fit one GPU dense, so that each rank can build the model before splitting it (--tp).
+LLAMA2_70B = dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                  num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
 TINY = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=4, vocab_size=512, max_position_embeddings=256, rms_norm_eps=1e-5)
 # Run sizes: the reference set-up (7b), the same architecture with fewer layers (small: what the
@@ -18,6 +22,7 @@ TINY = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_att
 PRESETS = {
     "7b": dict(arch=LLAMA2_7B, layers=32, batch=16, prompt=128, new_tokens=128),
     "small": dict(arch=LLAMA2_7B, layers=4, batch=16, prompt=128, new_tokens=128),
+    "70b": dict(arch=LLAMA2_70B, layers=8, batch=16, prompt=128, new_tokens=128),
     "tiny": dict(arch=TINY, layers=2, batch=2, prompt=16, new_tokens=8),
 }
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
