@@ -18,7 +18,6 @@ Build variables:
                       (unless --compile) once scripts/setup_env.sh has made the in-tree build current
 """
 import glob
-import importlib.util
 import os
 import shutil
 
@@ -45,16 +44,6 @@ def arch_flags():
     return flags
 
 
-def cutlass_includes():
-    """CUTLASS/CuTe headers from the nvidia-cutlass package (a build requirement), located
-    without importing it (its imports need packages we do not install)."""
-    spec = importlib.util.find_spec("cutlass_library")
-    if spec is None or not spec.origin:
-        raise SystemExit("nvidia-cutlass is not installed: pip install --no-deps nvidia-cutlass")
-    base = os.path.join(os.path.dirname(spec.origin), "source")
-    return [os.path.join(base, "include"), os.path.join(base, "tools", "util", "include")]
-
-
 def sources():
     inst = sorted(glob.glob(os.path.join("csrc", "instances", "*.cu")))
     only = [s for s in os.environ.get("STOICC_INSTANCES", "").split(",") if s]
@@ -71,7 +60,7 @@ common = ["-O3", "-std=c++20", f"-DTORCH_TARGET_VERSION={TORCH_TARGET}", "-DUSE_
 ext = CUDAExtension(
     name="stoicc_ext._C",
     sources=sources(),
-    include_dirs=[os.path.join(ROOT, "csrc")] + cutlass_includes(),
+    include_dirs=[os.path.join(ROOT, "csrc")],
     extra_compile_args={
         "cxx": common + ["-DTORCH_STABLE_ONLY"],
         "nvcc": common + ["-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"] + arch_flags(),

@@ -42,13 +42,9 @@ fi
 IFS=';' read -ra arch_list <<<"$archs"
 gencode=()
 for a in "${arch_list[@]}"; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
-cutlass_inc=$("$root"/.venv/bin/python -c 'import importlib.util, os
-s = importlib.util.find_spec("cutlass_library")
-print(os.path.join(os.path.dirname(s.origin), "source", "include") if s and s.origin else "")' 2>/dev/null || true)
 flags=(-O3 -std=c++20 -DTORCH_TARGET_VERSION=0x020a000000000000 -DUSE_CUDA --expt-relaxed-constexpr
        -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
        -D__CUDA_NO_HALF2_OPERATORS__ "${gencode[@]}")
-[[ -n "$cutlass_inc" ]] && flags+=("-I$cutlass_inc")
 
 # compile SRC_ROOT OBJ_DIR: every instance matching the glob under SRC_ROOT/csrc/instances.
 compile() {

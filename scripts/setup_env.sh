@@ -22,7 +22,6 @@ cd "$REPO"
 VENV="${STOICC_VENV:-$REPO/.venv}"
 PY_CREATE="${STOICC_PYTHON:-python3}"
 TORCH_VERSION="2.14.1"
-CUTLASS_VERSION="4.2.0.0"   # CUTLASS/CuTe headers only (a build requirement)
 
 log() { echo "[stoicc] $*"; }
 die() { echo "[stoicc] ERROR: $*" >&2; exit 1; }
@@ -89,10 +88,6 @@ have accelerate || missing+=(accelerate)     # transformers' from_pretrained(tp_
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} ..."
   "${PIP[@]}" install "${missing[@]}"
-fi
-if ! have_dist nvidia-cutlass "$CUTLASS_VERSION"; then
-  log "installing nvidia-cutlass $CUTLASS_VERSION (headers only, --no-deps) ..."
-  "${PIP[@]}" install --no-deps "nvidia-cutlass==$CUTLASS_VERSION"
 fi
 [ -x "$VENV/bin/ninja" ] || die "ninja is installed but $VENV/bin/ninja is missing"
 export PATH="$VENV/bin:$PATH"   # the ninja that torch's BuildExtension runs
