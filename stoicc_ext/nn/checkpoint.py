@@ -134,24 +134,29 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     from safetensors import safe_open
     with safe_open(os.fspath(path), framework="pt") as f:
         raw = (f.metadata() or {}).get(_META_KEY)
+    return parse_metadata(raw, os.fspath(path))
+
+
+def parse_metadata(raw: str | None, where: str) -> dict[str, Any]:
+    """The checked ``"stoicc"`` metadata from its raw JSON text (None: absent) of the file or
+    shard ``where``: a ValueError naming ``where`` for anything this version does not read."""
     if raw is None:
-        raise ValueError(f"{os.fspath(path)} is not a stoicc checkpoint (no '{_META_KEY}' metadata); "
-                         "write one with stoicc_ext.save_compressed")
+        raise ValueError(f"{where} is not a stoicc checkpoint (no '{_META_KEY}' metadata); write one with "
+                         "stoicc_ext.save_compressed or stoicc_ext.save_pretrained")
     try:
         meta = json.loads(raw)
     except ValueError as e:
-        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata is not valid JSON ({e})") from None
+        raise ValueError(f"{where}: the '{_META_KEY}' metadata is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata is a JSON {type(meta).__name__}, "
-                         "not an object")
+        raise ValueError(f"{where}: the '{_META_KEY}' metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{os.fspath(path)}: format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
+        raise ValueError(f"{where}: format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{os.fspath(path)}: checkpoint format version {meta.get('version')!r} (written by stoicc "
+        raise ValueError(f"{where}: checkpoint format version {meta.get('version')!r} (written by stoicc "
                          f"{meta.get('library')}) is not supported; this stoicc ({__version__}) reads version "
                          f"{CHECKPOINT_VERSION}")
     if not isinstance(meta.get("layers"), dict) or not isinstance(meta.get("aliases", {}), dict):
-        raise ValueError(f"{os.fspath(path)}: the '{_META_KEY}' metadata has no 'layers' object (or an 'aliases' "
+        raise ValueError(f"{where}: the '{_META_KEY}' metadata has no 'layers' object (or an 'aliases' "
                          f"that is not one; keys: {sorted(meta)}): the header is damaged")
     return meta
 

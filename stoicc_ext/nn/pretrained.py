@@ -33,7 +33,7 @@ from torch import nn
 
 from .._version import __version__
 from ..format.compressed import CompressedWeight
-from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _layer_meta, _safetensors
+from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _layer_meta, _safetensors, parse_metadata
 from .fusion import fusion_groups
 from .mixed_module import MixedModule
 
@@ -242,20 +242,6 @@ def read_header(file: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
     return header, meta
 
 
-def _check_meta(raw, where):
-    if raw is None:
-        raise ValueError(f"{where} is not a stoicc checkpoint (no '{_META_KEY}' metadata); write one with "
-                         "stoicc_ext.save_compressed or stoicc_ext.save_pretrained")
-    meta = json.loads(raw)
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{where}: format {meta.get('format')!r} is not {CHECKPOINT_FORMAT!r}")
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{where}: checkpoint format version {meta.get('version')!r} (written by stoicc "
-                         f"{meta.get('library')}) is not supported; this stoicc ({__version__}) reads version "
-                         f"{CHECKPOINT_VERSION}")
-    return meta
-
-
 def directory_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``"stoicc"`` metadata of a saved directory (from its first shard, or else its
     ``config.json``'s ``quantization_config``)."""
@@ -269,7 +255,7 @@ def directory_metadata(path: str | os.PathLike) -> dict[str, Any]:
                 qc = json.load(f).get("quantization_config") or {}
             if qc.get("quant_method") == "stoicc":
                 raw = json.dumps({k: v for k, v in qc.items() if k != "quant_method"})
-    return _check_meta(raw, os.fspath(path))
+    return parse_metadata(raw, os.fspath(path))
 
 
 def read_directory(path: str | os.PathLike, device: Any = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -297,7 +283,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         h, md = read_header(f)
         headers.update(h)
         raw = raw or md.get(_META_KEY)
-    meta = directory_metadata(path) if os.path.isdir(os.fspath(path)) else _check_meta(raw, os.fspath(path))
+    meta = directory_metadata(path) if os.path.isdir(os.fspath(path)) else parse_metadata(raw, os.fspath(path))
 
     def nbytes(name):
         h = headers.get(name)
