@@ -98,6 +98,8 @@ def test_cache_list_and_clear(tmp_path, monkeypatch, capsys):
 def test_bench_delegates_from_a_checkout(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: calls.append((cmd, cwd)) or 0)
+    # the tests' checkout, also where the package under test is an installed wheel (CI's wheel run)
+    monkeypatch.setattr(cli, "checkout_root", lambda: ROOT)
     assert cli.main(["bench", "kernels", "--quick", "--m", "16"]) == 0
     assert calls == [([sys.executable, "-m", "bench.bench_kernels", "--quick", "--m", "16"], ROOT)]
     assert cli.main(["bench", "e2e", "--help"]) == 0 and calls[-1][0][2:] == ["bench.e2e", "--help"]
