@@ -417,12 +417,7 @@ def format_markdown(data, name):
 
 
 def write_results(data, out, tag, figures=True, quiet=True):
-    os.makedirs(out, exist_ok=True)
-    base = os.path.join(out, f"kernels_{tag}")
-    with open(base + ".json", "w") as f:
-        json.dump(data, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(format_markdown(data, os.path.basename(base) + ".json"))
+    base = run_info.write_tables(out, f"kernels_{tag}", data, format_markdown)
     if not quiet:
         print(f"wrote {base}.md and .json")
     if figures:

@@ -6,7 +6,7 @@ import sys
 if __package__ in (None, ""):   # loaded by path: the bench package lives one directory up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import check_targets, plots  # noqa: E402
+from bench import check_targets, plots, run_info  # noqa: E402
 from bench.e2e_profile import decode_kernel_calls  # noqa: E402
 from bench.e2e_tuning import choice_counts  # noqa: E402
 from stoicc_ext.nn.agreement import LOGITS_RTOL  # noqa: E402
@@ -165,12 +165,7 @@ def markdown(res, json_name):
 def write_results(res, out_dir, tag, figures=True):
     """``e2e_<tag>.json`` and ``.md`` in ``out_dir`` (and ``e2e_<tag>_time.png`` with
     matplotlib); returns the paths written."""
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, f"e2e_{tag}")
-    with open(base + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(markdown(res, os.path.basename(base) + ".json"))
+    base = run_info.write_tables(out_dir, f"e2e_{tag}", res, markdown)
     paths = [base + ".md", base + ".json"]
     if figures:
         paths += plots.e2e_figures(res, base)

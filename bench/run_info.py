@@ -3,6 +3,7 @@ where the tree has no .git, as on the GPU machine; else ``git rev-parse`` in thi
 wherever the script was started from), the date, the file-name tag of a GPU, and the GPU's
 datasheet tensor-core peaks."""
 import datetime
+import json
 import os
 import subprocess
 
@@ -45,3 +46,15 @@ def peak_tflops(gpu):
         if key in gpu:
             return peaks
     return None, None
+
+
+def write_tables(out_dir, name, data, markdown):
+    """``<name>.json`` (``data``) and ``<name>.md`` (``markdown(data, json file name)``) in
+    ``out_dir``: the pair every benchmark writes. Returns the path without extension."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, name)
+    with open(base + ".json", "w") as f:
+        json.dump(data, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(markdown(data, name + ".json"))
+    return base

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..autograd import grad_wanted, spmm as spmm_with_grad
+from ..autograd import grad_wanted, spmm_recording
 from ..ops import list_instances, stream_k_max_ctas
 from .configs import ConfigSpace, with_aliases
 from .schedules import Candidate, TunedSchedule
@@ -62,7 +62,7 @@ def executor_for(config: dict[str, Any], N: int, K: int) -> Callable[..., torch.
     def executor(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
                  dense_values, bias=None, N=N0, K=K0, **_ignored):
         if grad_wanted(x, sparse_values, dense_values, bias):   # the op has no autograd kernel: stoicc_ext.autograd
-            return spmm_with_grad(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
+            return spmm_recording(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr,
                                   dense_cols, dense_values, bias, N, K, bn, bk, idx, split)
         return op(x, sparse_row_ptr, sparse_cols, sparse_values, sparse_meta, dense_row_ptr, dense_cols,
                   dense_values, bias, N, K, bn, bk, idx, split)
