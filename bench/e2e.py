@@ -72,7 +72,7 @@ from bench import e2e_parallel, run_info  # noqa: E402
 from bench.e2e_generate import Generator, run_generation  # noqa: E402,F401
 from bench.e2e_model import (DTYPES, LAYER_FILTER, PRESETS, build_model, linear_bytes,  # noqa: E402,F401
                              require_transformers, same_structure_dense, weight_bytes)
-from bench.e2e_profile import _exclusive_kernel_ms, decode_kernel_calls, decode_split  # noqa: E402,F401
+from bench.e2e_profile import _exclusive_kernel_ms, linear_kernel_calls, linear_split  # noqa: E402,F401
 from bench.e2e_report import merge, summary_lines, write_results  # noqa: E402
 from bench.e2e_tuning import make_inspector, prefill_price, tile_choices  # noqa: E402
 
@@ -161,7 +161,7 @@ def run_sparsity(tf, args, s, row, inspector, log):
                dense_compile_s=dense["compile_s"], stoicc_compile_s=sparse["compile_s"])
     if "breakdown" in dense and "breakdown" in sparse:
         rec["breakdown"] = dict(dense=dense["breakdown"], stoicc=sparse["breakdown"])
-        sp = rec["decode_split"] = decode_split(dense["breakdown"]["decode_step"], sparse["breakdown"]["decode_step"],
+        sp = rec["decode_split"] = linear_split(dense["breakdown"]["decode_step"], sparse["breakdown"]["decode_step"],
                                                 base_bytes, linear_bytes(model))
         log(f"{tag} decode step by kernel: dense linears (with lm_head) {sp['dense_linear_ms']:.3f} ms "
             f"({_tb(sp['dense_linear_tbps'])} over {sp['dense_linear_bytes'] / 1e9:.2f} GB), rest "
@@ -170,6 +170,10 @@ def run_sparsity(tf, args, s, row, inspector, log):
             f"{sp['stoicc_cublas_ms']:.3f} ms (lm_head, dense layers), rest {sp['stoicc_rest_ms']:.3f} ms")
         log(f"{tag} in-model bandwidth of the stoicc linears: {_tb(sp['stoicc_linear_tbps'])} over their compressed "
             f"bytes (dense cuBLAS linears: {_tb(sp['dense_linear_tbps'])})")
+        pre = linear_split(dense["breakdown"]["prefill"], sparse["breakdown"]["prefill"])
+        log(f"{tag} prefill by kernel: dense linears {pre['dense_linear_ms']:.2f} ms, rest {pre['dense_rest_ms']:.2f} ms; "
+            f"stoicc kernels {pre['stoicc_kernel_ms']:.2f} ms + cuBLAS {pre['stoicc_cublas_ms']:.2f} ms (densify's "
+            f"GEMMs, lm_head, dense layers), rest {pre['stoicc_rest_ms']:.2f} ms")
     if rec["dense_ms"] and rec["stoicc_ms"]:
         rec["speedup"] = rec["dense_ms"] / rec["stoicc_ms"]
         rec["speedup_vs_hf"] = rec["hf_ms"] / rec["stoicc_ms"]

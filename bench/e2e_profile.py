@@ -80,9 +80,9 @@ def _tbps(nbytes, ms):
     return nbytes / ms / 1e9 if ms and nbytes else None
 
 
-def decode_split(dense_step, stoicc_step, dense_bytes=None, stoicc_bytes=None):
-    """A decode step's profiled time split into the linears and the rest, for both models, with
-    the linears' speedup. Linears: for dense, every GEMM (cuBLAS; lm_head included); for stoicc,
+def linear_split(dense_step, stoicc_step, dense_bytes=None, stoicc_bytes=None):
+    """A graph replay's profiled time (a decode step or a prefill) split into the linears and the
+    rest, for both models, with the linears' speedup. Linears: for dense, every GEMM (cuBLAS; lm_head included); for stoicc,
     the stoicc kernels plus cuBLAS GEMMs (lm_head, and any layer left ``nn.Linear``).
 
     ``dense_bytes`` / ``stoicc_bytes`` (``e2e_model.linear_bytes`` of each model: ``{"dense":
@@ -108,15 +108,16 @@ def decode_split(dense_step, stoicc_step, dense_bytes=None, stoicc_bytes=None):
     return out
 
 
-def decode_kernel_calls(records):
+def linear_kernel_calls(records, phase):
     """(sparsity, "dense"/"stoicc", kernel, calls, ms, us per call) of the linear kernels (cuBLAS
-    or stoicc) among the top kernels of each record's profiled decode step."""
+    or stoicc) among the top kernels of each record's profiled ``phase`` ("decode_step" or
+    "prefill")."""
     out = []
     for r in records:
         for who, b in (r.get("breakdown") or {}).items():
-            for t in (b.get("decode_step") or {}).get("top", []):
+            for t in (b.get(phase) or {}).get("top", []):
                 if t["category"] in ("stoicc", "cublas_gemm") and t.get("calls"):
-                    name = t["kernel"].split("(")[0].replace("void ", "")
+                    name = t["kernel"].replace("(anonymous namespace)::", "").split("(")[0].replace("void ", "")
                     out.append((r["sparsity"], who, name, t["calls"], t["ms"], t["us_per_call"]))
     return out
 

@@ -7,7 +7,7 @@ if __package__ in (None, ""):   # loaded by path: the bench package lives one di
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import check_targets, plots, run_info  # noqa: E402
-from bench.e2e_profile import decode_kernel_calls  # noqa: E402
+from bench.e2e_profile import linear_kernel_calls, linear_split  # noqa: E402
 from bench.e2e_tuning import choice_counts  # noqa: E402
 from stoicc_ext.nn.agreement import LOGITS_RTOL  # noqa: E402
 
@@ -61,6 +61,31 @@ def _run_table(records):
 
 def _gb(b):
     return "-" if b is None else f"{b / 1e9:.2f}"
+
+
+def _prefill_section(records):
+    """Where the prefill's time goes, from the profiled prefill graphs (records with a
+    breakdown): the linears against the rest for both models, then the linear kernels per call."""
+    rows = [r for r in records if all((r.get("breakdown") or {}).get(w, {}).get("prefill") for w in ("dense", "stoicc"))]
+    if not rows:
+        return []
+    L = ["", "## Where the time of a prefill goes", "",
+         "GPU time per prefill graph replay by kernel (torch.profiler over 3 replays, counted as for the decode "
+         "step). stoicc cuBLAS: the converted model's GEMMs (lm_head, layers left dense, and the cuBLAS half of "
+         "the `densify` schedule, whose expansion kernel counts with the stoicc kernels).", "",
+         "| sparsity | dense linears ms | stoicc kernels ms | stoicc cuBLAS ms | dense rest ms | stoicc rest ms | "
+         "linears speedup | prefill speedup (profiled) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b = linear_split(r["breakdown"]["dense"]["prefill"], r["breakdown"]["stoicc"]["prefill"])
+        L.append(f"| {r['sparsity']} % | {b['dense_linear_ms']:.2f} | {b['stoicc_kernel_ms']:.2f} | "
+                 f"{b['stoicc_cublas_ms']:.2f} | {b['dense_rest_ms']:.2f} | {b['stoicc_rest_ms']:.2f} | "
+                 f"{_x(b['linear_speedup'], '.2f')} | {_x(b['step_speedup_profiled'])} |")
+    per_call = linear_kernel_calls(rows, "prefill")
+    if per_call:
+        L += ["", "The linear kernels of a prefill, per call:", "",
+              "| sparsity | model | kernel | calls | ms | us per call |", "|---|---|---|---|---|---|"]
+        L += [f"| {sp} % | {who} | `{k}` | {c:.0f} | {ms:.3f} | {_f(us, '.1f')} |" for sp, who, k, c, ms, us in per_call]
+    return L
 
 
 def markdown(res, json_name):
@@ -123,12 +148,13 @@ def markdown(res, json_name):
                      f"{_gb(b.get('stoicc_linear_bytes'))} | {_f(b.get('stoicc_linear_tbps'), '.2f')} | "
                      f"{_f(b.get('stoicc_cublas_ms'), '.3f')} | {b['dense_rest_ms']:.3f} | {b['stoicc_rest_ms']:.3f} | "
                      f"{_x(b['linear_speedup'], '.2f')} | {_x(b['step_speedup_profiled'])} |")
-        per_call = decode_kernel_calls(rows)
+        per_call = linear_kernel_calls(rows, "decode_step")
         if per_call:
             L += ["", "The linear kernels of a decode step, per call (to set beside the kernel table's "
                   "per-call times; the name is cut to its template arguments):", "",
                   "| sparsity | model | kernel | calls per step | ms per step | us per call |", "|---|---|---|---|---|---|"]
             L += [f"| {sp} % | {who} | `{k}` | {c:.0f} | {ms:.3f} | {_f(us, '.1f')} |" for sp, who, k, c, ms, us in per_call]
+    L += _prefill_section(main)
     L += ["", "## Tile shape choice", "",
           "Per sparsity and layer kind: how many layers got each tile shape and schedule (`split_k/<splits>`), "
           "for decode (which fixes the compressed tile shape) and for prefill (tuned at that tile shape). "

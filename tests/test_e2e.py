@@ -57,8 +57,11 @@ def test_e2e_profile_accounting_counts_calls_and_clips_overlap():
     assert e2e._exclusive_kernel_ms(SimpleNamespace(events=lambda: events[-1:])) is None
     top = [dict(kernel=k, ms=0.017, calls=2, us_per_call=8.5, category="stoicc"),
            dict(kernel="void at::native::reduce_kernel<512>(x)", ms=0.6, calls=65, us_per_call=9.2, category="other")]
-    rows = e2e.decode_kernel_calls([dict(sparsity=45, breakdown=dict(stoicc=dict(decode_step=dict(top=top))))])
+    rec = dict(sparsity=45, breakdown=dict(stoicc=dict(decode_step=dict(top=top), prefill=dict(top=top[:1]))))
+    rows = e2e.linear_kernel_calls([rec], "decode_step")
     assert rows == [(45, "stoicc", "stoicc::spmm_kernel<__half, 16, 128, 128, 4, 1, 3, 1>", 2, 0.017, 8.5)]
+    assert e2e.linear_kernel_calls([rec], "prefill") == rows
+    assert e2e.linear_kernel_calls([dict(rec, breakdown=dict(stoicc=dict(decode_step=dict(top=top))))], "prefill") == []
 
 
 def test_e2e_compiled_forward_keeps_the_linears(tmp_path):

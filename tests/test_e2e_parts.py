@@ -28,16 +28,16 @@ def test_parse_args_compile_and_rows_defaults():
         e2e.parse_args(["--device", "cpu", "--rows", "short"])
 
 
-def test_decode_split_bandwidths():
+def test_linear_split_bandwidths():
     dense = dict(cublas_gemm=4.0, other=1.0, total=5.0)
     sparse = dict(stoicc=3.0, cublas_gemm=0.5, other=1.0, total=4.5)
-    sp = profile.decode_split(dense, sparse, dict(dense=12e9, stoicc=0), dict(dense=1e9, stoicc=9e9))
+    sp = profile.linear_split(dense, sparse, dict(dense=12e9, stoicc=0), dict(dense=1e9, stoicc=9e9))
     assert sp["dense_linear_tbps"] == pytest.approx(3.0)          # 12 GB in 4 ms
     assert sp["stoicc_linear_tbps"] == pytest.approx(3.0)         # 9 GB compressed in the 3 ms of stoicc kernels
     assert sp["stoicc_cublas_tbps"] == pytest.approx(2.0)         # lm_head: 1 GB in 0.5 ms
     assert sp["stoicc_all_linear_tbps"] == pytest.approx(10 / 3.5)
     assert sp["linear_speedup"] == pytest.approx(4 / 3.5) and sp["stoicc_rest_ms"] == pytest.approx(1.0)
-    assert "stoicc_linear_tbps" not in profile.decode_split(dense, sparse)   # without byte counts: times only
+    assert "stoicc_linear_tbps" not in profile.linear_split(dense, sparse)   # without byte counts: times only
 
 
 @needs_ext
@@ -165,6 +165,7 @@ def test_timed_path_with_a_fake_generation(tmp_path, monkeypatch, capsys):
     assert "in-model bandwidth of the stoicc linears" in out and "against the Hugging Face model as it ships" in out
     md = (tmp_path / "e2e_fake.md").read_text()
     assert "## Where the time of a decode step goes" in md and "stoicc kernels ms | GB | TB/s" in md
+    assert "## Where the time of a prefill goes" in md and "prefill by kernel: dense linears" in out
     assert "decode-step stoicc linears >= 3.4 TB/s" in md
     if (tmp_path / "e2e_fake_time.png").exists() is False:
         pytest.importorskip("matplotlib")
