@@ -227,8 +227,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="timed generations per model (median; default 3)")
     ap.add_argument("--tune-space", choices=("fast", "full"), default="fast",
-                    help="fast: split_k, sequential and densify schedules, 7 timing repeats (default); full: every "
-                         "schedule of the Inspector, its default repeats")
+                    help="fast: split_k, sequential, densify and dense (cuBLAS on W uncompressed) schedules, 7 "
+                         "timing repeats (default); full: every schedule of the Inspector, its default repeats")
     ap.add_argument("--tune-repeats", type=int, default=7, help="timing repeats per candidate for --tune-space fast")
     ap.add_argument("--fresh-cache", action="store_true",
                     help="tune into an empty temporary cache directory (cold tuning times)")

@@ -9,6 +9,7 @@ if __package__ in (None, ""):   # loaded by path: the bench package lives one di
 import torch
 
 import stoicc_ext as STOICC  # noqa: E402
+from stoicc_ext.tuning.dense import DENSE, DenseSchedule  # noqa: E402
 from stoicc_ext.tuning.densify import densify_schedule  # noqa: E402
 from stoicc_ext.nn.recipe import tune_weight  # noqa: E402
 
@@ -16,14 +17,16 @@ from bench.e2e_model import LAYER_FILTER  # noqa: E402
 
 
 def make_inspector(space, repeats):
-    """``fast``: the split_k and sequential schedules (stream_k never won the H100 sweep) and the
-    densify schedule (expand + cuBLAS, for prefill), fewer timing repeats; ``full``: the
-    Inspector's defaults (every built-in schedule and densify, its default repeats)."""
+    """``fast``: the split_k and sequential schedules (stream_k never won the H100 sweep), the
+    densify schedule (expand + cuBLAS, for prefill) and the dense one (cuBLAS on W uncompressed:
+    where it wins, ``sparsify_`` keeps the layer dense, as with the default Inspector a user gets),
+    fewer timing repeats; ``full``: the Inspector's defaults (every built-in schedule, densify and
+    dense, its default repeats)."""
     if space == "full":
         return STOICC.Inspector(use_default_configs=True, verbose=False)
     return STOICC.Inspector(use_default_configs=False, verbose=False, repeats=repeats, warmup=2,
                             schedules={"split_k": STOICC.Schedule(), "sequential": STOICC.Schedule(),
-                                       "densify": densify_schedule()})
+                                       "densify": densify_schedule(), DENSE: DenseSchedule()})
 
 
 def _kernel(cfg):

@@ -28,6 +28,16 @@ def test_parse_args_compile_and_rows_defaults():
         e2e.parse_args(["--device", "cpu", "--rows", "short"])
 
 
+def test_fast_tuning_space_keeps_the_dense_candidate():
+    """The main job measures what users run: the default Inspector times dense cuBLAS on the
+    uncompressed weight and keeps a layer dense where it wins, so the benchmark's fast space must
+    time it too (it had only split_k, sequential and densify)."""
+    from bench.e2e_tuning import make_inspector
+    fast = make_inspector("fast", 7)
+    assert {"split_k", "sequential", "densify", "dense"} <= set(fast.schedules)
+    assert "dense" in make_inspector("full", 7).schedules
+
+
 def test_linear_split_bandwidths():
     dense = dict(cublas_gemm=4.0, other=1.0, total=5.0)
     sparse = dict(stoicc=3.0, cublas_gemm=0.5, other=1.0, total=4.5)
