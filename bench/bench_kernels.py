@@ -45,7 +45,7 @@ from bench import shapes as shape_table  # noqa: E402
 from bench.timing import bandwidth_ceilings, host_us_per_call, rotated_copies, time_graph  # noqa: E402
 
 DECODE_MS = [1, 16, 32, 64]
-PREFILL_MS = [512, 2048]
+PREFILL_MS = [128, 256, 512, 2048]
 # M values per shape group when --m is not given: the kernel table's shapes at decode and
 # prefill sizes, the other groups at the M of their targets (M = 16) and the ends of decode.
 GROUP_MS = {"llama": DECODE_MS + PREFILL_MS}
