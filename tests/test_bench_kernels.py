@@ -49,7 +49,7 @@ def test_parse_args_and_plan():
     assert a.tag is None and a.ms is None and len(a.shape_list) == 8 + len(shapes.GROUPS["small"])
     work = bk.plan(a.shape_list, a.fracs, a.ms, bf16_subset=True)
     ms = {(s.group, dt): m for s, f, dt, m in work}
-    assert ms[("llama", torch.float16)] == [1, 16, 32, 64, 512, 2048]
+    assert ms[("llama", torch.float16)] == [1, 16, 32, 64, 128, 256, 512, 2048]
     assert ms[("small", torch.float16)] == bk.OTHER_MS and 16 in bk.OTHER_MS
     assert ms[("llama", torch.bfloat16)] == [16]
     assert all(m == [128] for *_, m in bk.plan(a.shape_list, [0.5], [128], bf16_subset=False))
