@@ -1,4 +1,4 @@
-// Host-side helpers shared by the kernel launchers (spmm_kernel.cuh, spmm_wgmma.cuh).
+// Host-side helpers shared by the kernel launchers (mma/launch.cuh, spmm_wgmma.cuh).
 #pragma once
 #include <cuda_runtime_api.h>
 
