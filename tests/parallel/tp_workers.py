@@ -30,6 +30,11 @@ def _entry(rank, world, port, target, args):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         target(rank, world, *args)
+        # Both ranks reach the teardown together. Once in CI (2 loaded cores) a rank aborted in
+        # gloo ("terminate called without an active exception") after its peer had finished;
+        # destroying a group while the peer may still use it is what a barrier here rules out.
+        # A rank that raised skips it, and spawn then stops the others.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
