@@ -39,3 +39,20 @@ def test_soak_reports_a_wrong_output(tmp_path, monkeypatch, capsys):
     assert soak.main(["--cpu", "--seconds", "1", "--cache-dir", str(tmp_path / "cache")]) == 1
     text = capsys.readouterr().out
     assert "result: FAILED" in text and "executor output:" in text
+
+
+def test_soak_converts_every_layer_where_dense_cublas_would_win(tmp_path, monkeypatch):
+    """On the H200 dense cuBLAS won most of the soak model's small layers, the Inspector kept them
+    dense and the soak stopped at its all-converted check: it times no dense candidate."""
+    monkeypatch.delenv("STOICC_CACHE_DIR", raising=False)
+    soak = load_bench("soak")
+    cpu_timer = soak.cpu_timer
+
+    def dense_wins(fn, args_list, config):
+        return 0.01 if config.get("schedule") == "dense" else cpu_timer(fn, args_list, config)
+
+    monkeypatch.setattr(soak, "cpu_timer", dense_wins)
+    assert "dense" not in soak.soak_inspector(dense_wins).schedules
+    out = tmp_path / "soak.json"
+    assert soak.main(["--cpu", "--seconds", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["model"]["converted_linears"] == 7
