@@ -47,6 +47,8 @@ from torch import nn
 import stoicc_ext as STOICC
 from stoicc_ext.testing import random_patch_weight
 from stoicc_ext.tuning import cache as tuning_cache
+from stoicc_ext.tuning.dense import DENSE
+from stoicc_ext.tuning.library import default_schedules
 
 EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 # A model's logits carry every layer's rounding: their bound is this many output ulps of max |ref|
@@ -265,9 +267,8 @@ def soak_inspector(timer):
     """The Inspector of the soak: the default schedules without ``dense``. The soak exercises the
     stoicc kernels, and the dense candidate (cuBLAS on W uncompressed) wins on some of its small
     shapes on a GPU (10 of 14 layers on the H200), which would keep those layers dense."""
-    ins = STOICC.Inspector(timer=timer, verbose=False)
-    ins.schedules.pop("dense", None)
-    return ins
+    return STOICC.Inspector(use_default_configs=False, timer=timer, verbose=False,
+                            schedules={k: s for k, s in default_schedules().items() if k != DENSE})
 
 
 def cpu_timer(fn, args_list, config):

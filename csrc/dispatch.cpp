@@ -28,6 +28,10 @@ DeviceProps device_props(int device) {
 
 namespace {
 
+// Built only for a message: the checks run on every spmm call (and per instance in
+// default_choice), where a passing check must not allocate.
+std::string instance_name(const InstanceInfo& in) { return std::string("instance ") + in.name; }
+
 // check_kernel_args without the weight's tile counts: what check_instance shares with it.
 std::string check_forced(int64_t i, int64_t split_k, int64_t block_n, int64_t block_k) {
   if (i < -1 || i >= kNumInstances)
@@ -37,14 +41,14 @@ std::string check_forced(int64_t i, int64_t split_k, int64_t block_n, int64_t bl
     return "split_k must be 0 (the heuristic's split) or in [1, 65535], got " + std::to_string(split_k);
   if (i < 0) return "";
   const InstanceInfo& in = kInstances[i];
-  const std::string name = std::string("instance ") + in.name;
-  if (in.launch == nullptr) return name + " was not compiled in this build (STOICC_INSTANCES)";
+  if (in.launch == nullptr) return instance_name(in) + " was not compiled in this build (STOICC_INSTANCES)";
   if (in.block_n != block_n || in.block_k != block_k)
-    return name + " runs " + std::to_string(in.block_n) + "x" + std::to_string(in.block_k) +
+    return instance_name(in) + " runs " + std::to_string(in.block_n) + "x" + std::to_string(in.block_k) +
            " tiles but the weight was compressed with " + std::to_string(block_n) + "x" + std::to_string(block_k);
   if (split_k == 0) return "";  // the GPU path picks the split (auto_split) and checks it with check_instance
   if (in.schedule == kSequential && split_k != 1)
-    return name + " uses the sequential schedule, which takes split_k = 1 (got " + std::to_string(split_k) + ")";
+    return instance_name(in) + " uses the sequential schedule, which takes split_k = 1 (got " +
+           std::to_string(split_k) + ")";
   if (in.schedule == kSplitK && split_k > 64) return "split_k must be in [1, 64], got " + std::to_string(split_k);
   return "";  // stream_k: any count in [1, 65535] (the weight bounds it further, see check_stream_k_weight)
 }
@@ -74,18 +78,17 @@ std::string check_instance(int i, int block_n, int block_k, int split_k, const D
   const std::string bad = check_forced(i, split_k, block_n, block_k);
   if (!bad.empty()) return bad;
   const InstanceInfo& in = kInstances[i];
-  const std::string name = std::string("instance ") + in.name;
   // On sm_90 the split CTAs of a row form one thread-block cluster: at most 8 (portable size).
   if (in.schedule == kSplitK && p.cc >= 90 && split_k > 8 && in.uses_cluster(DType::F16))
-    return name + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
+    return instance_name(in) + ": split_k must be <= 8 on this GPU (the split CTAs form one cluster), got " +
            std::to_string(split_k);
-  if (p.cc < in.min_sm) return name + " needs compute capability >= " + std::to_string(in.min_sm);
+  if (p.cc < in.min_sm) return instance_name(in) + " needs compute capability >= " + std::to_string(in.min_sm);
   if (in.exact_sm && p.cc != in.min_sm)
-    return name + " is sm_" + std::to_string(in.min_sm) + "a code: it runs on compute capability " +
+    return instance_name(in) + " is sm_" + std::to_string(in.min_sm) + "a code: it runs on compute capability " +
            std::to_string(in.min_sm) + " only (this GPU: " + std::to_string(p.cc) + ")";
   if ((int)in.smem_bytes > p.max_smem_optin)
-    return name + " needs " + std::to_string(in.smem_bytes) + " bytes of shared memory per CTA; this GPU allows " +
-           std::to_string(p.max_smem_optin);
+    return instance_name(in) + " needs " + std::to_string(in.smem_bytes) +
+           " bytes of shared memory per CTA; this GPU allows " + std::to_string(p.max_smem_optin);
   return "";
 }
 

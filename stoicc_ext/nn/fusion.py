@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 __all__ = ["KNOWN_GROUPS", "FusionGroup", "FusedSlice", "find_fusion_groups", "fused_linear", "install_fusion",
+           "install_slices",
            "fuse_linears_", "fusion_groups", "install_fusions", "member_weights", "dry_run_inputs"]
 
 # member names, in output order -> the fused module's name
@@ -91,37 +92,45 @@ class FusedSlice(nn.Module):
     """What a fused member becomes: returns its view of the parent's fused output for the one
     input it was computed from (handed over by the parent's pre-hook, for one parent call)."""
 
-    def __init__(self, fused_name, start, stop, in_features):
+    def __init__(self, fused_name, start, stop, in_features, box):
         super().__init__()
         self.fused_name, self.start, self.stop = fused_name, int(start), int(stop)
         self.in_features, self.out_features = int(in_features), int(stop - start)
-        self._input = self._output = None
+        # [input, fused output] of the parent call in progress, one list shared by the group's
+        # slices: the hooks fill and clear it once per group (item writes, not one
+        # nn.Module.__setattr__ per member and call, about 1 us each)
+        self.box = box
 
     def forward(self, x):
-        if x is not self._input:
+        if x is not self.box[0]:
             raise RuntimeError(f"this projection is fused into its parent's {self.fused_name}: it runs inside the "
                                f"parent's forward, on the parent's input (outside it, call the parent's "
                                f"{self.fused_name} and take [..., {self.start}:{self.stop}])")
-        return self._output
+        return self.box[1][..., self.start:self.stop]
 
     def extra_repr(self):
         return f"{self.fused_name}[..., {self.start}:{self.stop}], in_features={self.in_features}"
 
 
+def install_slices(parent, fused_name, members, bounds, in_features):
+    """Turn ``members`` of ``parent`` into ``FusedSlice``s of ``fused_name``'s output rows
+    ``bounds`` (one shared box per group)."""
+    box = [None, None]
+    for m, (a, b) in zip(members, bounds):
+        parent._modules[m] = FusedSlice(fused_name, a, b, in_features, box)
+
+
 def _fused_pre_hook(parent, args, kwargs):
     for fused, members, arg_index, arg_name in parent._stoicc_fusions:
         x = args[arg_index] if arg_index is not None and arg_index < len(args) else kwargs[arg_name]
-        y = parent._modules[fused](x)
-        for m in members:
-            s = parent._modules[m]
-            s._input, s._output = x, y[..., s.start:s.stop]
+        box = parent._modules[members[0]].box
+        box[0], box[1] = x, parent._modules[fused](x)
 
 
 def _fused_post_hook(parent, args, kwargs, output):
     for _, members, _, _ in parent._stoicc_fusions:
-        for m in members:
-            s = parent._modules[m]
-            s._input = s._output = None
+        box = parent._modules[members[0]].box
+        box[0] = box[1] = None
 
 
 def fused_linear(linears):
@@ -144,8 +153,7 @@ def install_fusion(model, group, fused):
         raise ValueError(f"{group.fused_path}: the fused module is {fused.out_features}x{fused.in_features}, the "
                          f"group is {sum(group.sizes)}x{group.in_features}")
     parent.add_module(group.name, fused)
-    for m, (a, b) in zip(group.members, group.bounds):
-        setattr(parent, m, FusedSlice(group.name, a, b, group.in_features))
+    install_slices(parent, group.name, group.members, group.bounds, group.in_features)
     if not hasattr(parent, "_stoicc_fusions"):
         parent._stoicc_fusions = []
         parent.register_forward_pre_hook(_fused_pre_hook, with_kwargs=True)

@@ -90,8 +90,9 @@ class SparsifyReport:
 
     @property
     def fused(self):
-        """The rows of fused groups."""
-        return [r for r in self.rows if r.fused_from]
+        """The rows of fused groups (converted, or fused and kept dense; a group whose tuning failed
+        was not fused: its members stay apart)."""
+        return [r for r in self.rows if r.fused_from and r.status in (CONVERTED, "dense")]
 
     def __getitem__(self, name):
         """The row of layer ``name``: a member of a fused group gets the group's row."""

@@ -13,7 +13,6 @@ which converts those local linears at the shard's shape. Modules of other styles
 ``embedding_rowwise``) keep transformers' hooks.
 """
 from torch import nn
-from torch.distributed.tensor import DTensor, Shard
 
 from ..nn.sparsify import sparsify_
 from .convert import linear_of
@@ -26,6 +25,10 @@ __all__ = ["localize_hf_tp_", "sparsify_tp_"]
 def localize_hf_tp_(model, plan=None):
     """Replace every ``nn.Linear`` with a sharded ``DTensor`` weight by a ``TensorParallelLinear``
     of its local shard. ``plan``: default ``model.tp_plan``. Returns ``{module name: style}``."""
+    # DTensor is imported here, not at module level: torch.distributed.tensor takes about 0.4 s to
+    # import, and `import stoicc_ext` (every CLI call) imports this module.
+    from torch.distributed.tensor import DTensor, Shard
+
     plan = dict(model.tp_plan if plan is None else plan)
     done = {}
     for name, mod in list(model.named_modules()):

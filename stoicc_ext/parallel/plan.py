@@ -11,10 +11,11 @@ another one (``embedding_rowwise``, ...) is left whole on every rank, which is c
 A fused group (``qkv_proj`` of q/k/v members, ``stoicc_ext.nn.fusion``) is split member by member.
 """
 import re
+from dataclasses import replace
 
 from torch import nn
 
-from ..nn.fusion import FusedSlice, fusion_groups
+from ..nn.fusion import FusedSlice, fusion_groups, install_slices
 from ..nn.mixed_module import MixedModule
 from .comm import resolve_group
 from .convert import parallel_from_module
@@ -82,10 +83,8 @@ def install_split_fusion(model, g, tp):
     member's slice at its rows of the rank's output."""
     parent = model.get_submodule(g.parent)
     parent._modules[g.name] = tp
-    a = 0
-    for m, n in zip(g.members, g.sizes):
-        parent._modules[m] = FusedSlice(g.name, a, a + n // tp.world, g.in_features)
-        a += n // tp.world
+    install_slices(parent, g.name, g.members, replace(g, sizes=tuple(n // tp.world for n in g.sizes)).bounds,
+                   g.in_features)
 
 
 def shard_model_(model, mesh_or_group=None, plan=None, *, inspector=None):

@@ -44,7 +44,7 @@ def test_groups_found_and_dense_fusion_is_exact(family):
     a = model.model.layers[0].self_attn
     assert isinstance(a.q_proj, FusedSlice) and type(a.qkv_proj) is nn.Linear and a.qkv_proj.out_features == 512
     assert torch.allclose(logits(model, ids), ref, atol=1e-3, rtol=0)
-    assert all(s._input is None and s._output is None for s in model.modules() if isinstance(s, FusedSlice))
+    assert all(s.box == [None, None] for s in model.modules() if isinstance(s, FusedSlice))
     assert [g.to_dict() for g in fusion_groups(model)] == [g.to_dict() for g in groups]
 
 
@@ -118,7 +118,7 @@ def test_fused_model_under_torch_compile_fullgraph(backend):
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     assert torch.equal(logits(compiled, ids), ref)
     assert torch.equal(logits(compiled, token_ids(seed=5)), logits(model, token_ids(seed=5)))
-    assert all(s._output is None for s in model.modules() if isinstance(s, FusedSlice))   # nothing kept alive
+    assert all(s.box == [None, None] for s in model.modules() if isinstance(s, FusedSlice))   # nothing kept alive
 
 
 def test_deepcopy_and_pickle_of_a_fused_model():
@@ -167,3 +167,20 @@ def test_patch_masks_name_the_members_of_a_dense_fused_model(tmp_path):
         assert torch.equal(again[name], m), name
     ids = token_ids()
     assert torch.allclose(logits(fused, ids), logits(pruned, ids), atol=1e-3, rtol=0)
+
+
+def test_a_group_whose_tuning_fails_is_not_reported_fused(monkeypatch):
+    """Non-strict sparsify_ keeps a group whose tuning raised unfused: the report must not count it."""
+    model = tiny_model("llama", layers=1)
+    STOICC.prune_patch_oneshot_(model, 0.35)
+    real = MixedModule.from_linear.__func__
+
+    def from_linear(cls, linear, **kw):
+        if linear.out_features in (512, 2 * model.config.intermediate_size):   # the fused q/k/v and gate/up
+            raise RuntimeError("tuning failed")
+        return real(cls, linear, **kw)
+
+    monkeypatch.setattr(MixedModule, "from_linear", classmethod(from_linear))
+    with pytest.warns(RuntimeWarning, match="tuning failed"):
+        rep = convert(model)
+    assert rep.fused == [] and not any(isinstance(m, FusedSlice) for m in model.modules())
