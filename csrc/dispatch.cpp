@@ -127,8 +127,10 @@ Choice default_choice(int M, int N, int K, int block_n, int block_k, int64_t n_s
     // prefill sizes the sequential schedule.
     int score = std::abs(in.block_m - want_bm) * 8;
     if (want_bm <= 64) score += in.schedule == kSplitK ? 0 : in.schedule == kSequential ? 1 : 2;
-    // At prefill sizes the arch-specific wgmma kernels (sm_90a, the only exact_sm family) beat
-    // the mma.sync path wherever they run (H200 probe, experiments/wgmma-prefill).
+    // At prefill sizes the arch-specific wgmma kernels (sm_90a: the exact_sm families wgmma and
+    // wgmma2) beat the mma.sync path wherever they run (H200 probe, experiments/wgmma-prefill).
+    // On a tie the first listed wins: the wgmma2 instances come last in the registry, so the
+    // untuned choice stays a wgmma one; the Inspector times both.
     else score += (in.schedule == kSequential ? 0 : 2) + (in.exact_sm ? 0 : 1);
     if ((int)in.smem_bytes > p.max_smem_per_sm / 2 && want_bm <= 64) score += 1;  // prefer 2+ CTAs per SM
     if (score < best_score) {

@@ -57,6 +57,12 @@ def wgmma_smem_bytes(x):
     return x.stages * (x.block_m * 2 * x.block_k + 2 * x.block_n * x.block_k) + 1024
 
 
+def wgmma2_smem_bytes(x):
+    # per stage: the X slice + one dense-tile slot for each of the two tile rows; + 1 KiB
+    # alignment. SpmmWgmma2Rows::kSmemBytes
+    return x.stages * (x.block_m * 2 * x.block_k + 2 * (2 * x.block_n * x.block_k)) + 1024
+
+
 # mma.sync / mma.sp.sync (sm_80+) with a cp.async pipeline, bulk copies on sm_90.
 MMA = KernelFamily(name="mma", header="spmm_kernel.cuh", kernel="SpmmKernel", launcher="launch_instance",
                    uses_cluster="instance_uses_cluster", prefix="spmm", min_sm=80, smem_bytes=mma_smem_bytes)
@@ -65,6 +71,11 @@ MMA = KernelFamily(name="mma", header="spmm_kernel.cuh", kernel="SpmmKernel", la
 WGMMA = KernelFamily(name="wgmma", header="spmm_wgmma.cuh", kernel="SpmmWgmma", launcher="launch_wgmma_instance",
                      uses_cluster="wgmma_uses_cluster", prefix="wgmma", min_sm=90, smem_bytes=wgmma_smem_bytes,
                      exact_sm=True)
+# The same MMAs with two tile rows per CTA walking the union of their K tiles, one X slice per step
+# feeding both rows (kernels/spmm_wgmma_2rows.cuh, an experiment): sm_90a only. Params: BM, BN, BK, stages.
+WGMMA2 = KernelFamily(name="wgmma2", header="spmm_wgmma_2rows.cuh", kernel="SpmmWgmma2Rows",
+                      launcher="launch_wgmma2_instance", uses_cluster="wgmma2_uses_cluster", prefix="wgmma2r",
+                      min_sm=90, smem_bytes=wgmma2_smem_bytes, exact_sm=True)
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ class Instance:
 
     @property
     def tparams(self):
-        if self.family is WGMMA:
+        if self.family is not MMA:  # the wgmma families: BM, BN, BK, stages
             return f"{self.block_m}, {self.block_n}, {self.block_k}, {self.stages}"
         return (f"{self.block_m}, {self.block_n}, {self.block_k}, {self.warps_n}, {self.warps_m}, {self.stages}, "
                 f"{SCHED_ENUM[self.schedule]}")
@@ -163,6 +174,28 @@ INSTANCES += [
     W(128, 64, 128, stages=4, why="prefill, sm_90a: 64x128 tiles, 128 tokens"),
     W(256, 64, 64, stages=5, why="prefill, sm_90a: 64x64 tiles, 256 tokens"),
     W(128, 64, 64, stages=8, why="prefill, sm_90a: 64x64 tiles, 128 tokens"),
+]
+
+# Prefill on Hopper, two tile rows per CTA (kernels/spmm_wgmma_2rows.cuh): a CTA walks the union of
+# two tile rows' K tiles and loads each X slice once for both rows. Listed last: the untuned
+# heuristic keeps the wgmma instances on ties (dispatch.cpp takes the first best score); the
+# Inspector times both. Only 64-row tiles are generated: with 128-row tiles (128 tokens x 2 x 128
+# rows) the kernel took 1.04-1.31x the wgmma time at M = 2048 and 1.14-1.74x at M = 512 on the
+# H200 (bench/results/probe_two_rows_H200_5e2db71.log).
+W2 = functools.partial(Instance, warps_n=12, warps_m=1, schedule="sequential", family=WGMMA2)
+# 64-row tiles (the decode tuning often picks 64x64 / 64x128 and the prefill runs on them): the
+# shipped wgmma_m256_n64 instances give each consumer the 64 rows x half the tokens (m64n128), so
+# every X slice serves 64 weight rows only (0.70x of cuBLAS on 22016x4096, M = 2048, f ~ 0.5).
+# Here a CTA is 2 x 64 weight rows x 256 tokens, each consumer one m64n256 accumulator (the widest
+# MMA, 128 fp32 registers as in wgmma_m256_n128), and an X slice serves 128 rows where the two
+# rows' K tiles coincide. Stages: X 256 x BK + two dense-tile slots of 64 x BK (48 / 96 KiB).
+# Measured (H200, bench/results/probe_two_rows_64_H200.log, 22016x4096, 11008x4096, 4096x4096):
+# at M = 2048, 0.70-0.95x the wgmma time at f = 0 and 0.5 and on 64x128 tiles at f = 1, 0.99-1.09x
+# on 64x64 tiles at f = 1; at M = 512, 0.76-1.03x on 22016x4096 but up to 1.99x on 4096x4096.
+# Which family wins depends on the shape and M: the Inspector times both.
+INSTANCES += [
+    W2(256, 64, 64, stages=4, why="prefill, sm_90a, 2 tile rows/CTA: 64x64 tiles, 256 tokens (m64n256 per row), 48 KiB stages"),
+    W2(256, 64, 128, stages=2, why="prefill, sm_90a, 2 tile rows/CTA: 64x128 tiles, 256 tokens (m64n256 per row), 96 KiB stages"),
 ]
 
 

@@ -24,12 +24,13 @@ sanitize() {  # sanitize TOOL LABEL ARGS...: profile_case.py under compute-sanit
 HOPPER=$(python3 -c "import torch; print(int(torch.cuda.get_device_capability() == (9, 0)))")
 for tool in ${SANITIZERS:-memcheck racecheck synccheck}; do
   # every tool on one instance of every schedule (sequential, split_k, stream_k) and kernel family
-  # (the wgmma pipeline at both token blocks), and on densify
+  # (the wgmma pipeline at both token blocks, the two-row wgmma2 one), and on densify
   sanitize "$tool" seq --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s4_seq --split 1
   sanitize "$tool" streamk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_streamk --split 16
   [ "$HOPPER" = 1 ] && sanitize "$tool" wgmma128 --n 640 --k 1408 --m 200 --frac 0.5 --block 64x64 --instance wgmma_m128_n64_k64_w12x1_s8_seq --split 1
   sanitize "$tool" splitk --n 1024 --k 1024 --m 16 --frac 0.5 --block 128x128 --instance spmm_m16_n128_k128_w4x1_s3_splitk --split 4
   [ "$HOPPER" = 1 ] && sanitize "$tool" wgmma256 --n 640 --k 1408 --m 300 --frac 0.5 --block 128x128 --instance wgmma_m256_n128_k128_w12x1_s2_seq --split 1
+  [ "$HOPPER" = 1 ] && sanitize "$tool" wgmma2 --n 640 --k 1408 --m 300 --frac 0.5 --block 64x64 --instance wgmma2r_m256_n64_k64_w12x1_s4_seq --split 1
   compute-sanitizer --tool "$tool" --error-exitcode 3 python3 -c "
 import torch, stoicc_ext as S
 from stoicc_ext.testing import random_patch_weight

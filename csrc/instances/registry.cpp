@@ -58,6 +58,10 @@ __attribute__((weak)) int launch_wgmma_m256_n64_k64_w12x1_s5_seq(const SpmmArgs&
 __attribute__((weak)) bool uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq(DType);
 __attribute__((weak)) int launch_wgmma_m128_n64_k64_w12x1_s8_seq(const SpmmArgs&, DType, void*);
 __attribute__((weak)) bool uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq(DType);
+__attribute__((weak)) int launch_wgmma2r_m256_n64_k64_w12x1_s4_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma2r_m256_n64_k64_w12x1_s4_seq(DType);
+__attribute__((weak)) int launch_wgmma2r_m256_n64_k128_w12x1_s2_seq(const SpmmArgs&, DType, void*);
+__attribute__((weak)) bool uses_cluster_wgmma2r_m256_n64_k128_w12x1_s2_seq(DType);
 
 const InstanceInfo kInstances[] = {
     {"spmm_m16_n128_k128_w4x1_s4_splitk", 16, 128, 128, 4, 1, 4, kSplitK, 80, &launch_spmm_m16_n128_k128_w4x1_s4_splitk, 148480, &uses_cluster_spmm_m16_n128_k128_w4x1_s4_splitk, false},
@@ -88,7 +92,9 @@ const InstanceInfo kInstances[] = {
     {"wgmma_m128_n64_k128_w12x1_s4_seq", 128, 64, 128, 12, 1, 4, kSequential, 90, &launch_wgmma_m128_n64_k128_w12x1_s4_seq, 197632, &uses_cluster_wgmma_m128_n64_k128_w12x1_s4_seq, true},
     {"wgmma_m256_n64_k64_w12x1_s5_seq", 256, 64, 64, 12, 1, 5, kSequential, 90, &launch_wgmma_m256_n64_k64_w12x1_s5_seq, 205824, &uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq, true},
     {"wgmma_m128_n64_k64_w12x1_s8_seq", 128, 64, 64, 12, 1, 8, kSequential, 90, &launch_wgmma_m128_n64_k64_w12x1_s8_seq, 197632, &uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq, true},
+    {"wgmma2r_m256_n64_k64_w12x1_s4_seq", 256, 64, 64, 12, 1, 4, kSequential, 90, &launch_wgmma2r_m256_n64_k64_w12x1_s4_seq, 197632, &uses_cluster_wgmma2r_m256_n64_k64_w12x1_s4_seq, true},
+    {"wgmma2r_m256_n64_k128_w12x1_s2_seq", 256, 64, 128, 12, 1, 2, kSequential, 90, &launch_wgmma2r_m256_n64_k128_w12x1_s2_seq, 197632, &uses_cluster_wgmma2r_m256_n64_k128_w12x1_s2_seq, true},
 };
-const int kNumInstances = 28;
-const uint64_t kManifestHash = 8735012465169738847ULL;
+const int kNumInstances = 30;
+const uint64_t kManifestHash = 2447457516287444469ULL;
 }  // namespace stoicc

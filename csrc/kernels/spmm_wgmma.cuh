@@ -19,7 +19,8 @@
 //   warpgroups 1 and 2: the consumers. With BLOCK_N = 128 each takes 64 weight rows and all BM
 //     tokens; with BLOCK_N = 64 each takes the 64 rows and half of the tokens. Per item: wait for
 //     the stage, load A fragments (+ metadata), issue BK/32 sparse or BK/16 dense wgmmas, wait for
-//     them, release the stage (one arrive per consumer warp).
+//     them, release the stage (one arrive per consumer thread: an arrive releases only the
+//     arriving thread's own reads, so a lane-0 arrive left lanes 1-31 unordered for racecheck).
 // Epilogue: the accumulators are staged through shared memory as [BM tokens][BN columns] (the
 // pipeline buffers, free once both consumers are past their last MMA) and written to Y with
 // coalesced 16-byte stores, bias added in fp32 before rounding, rows past M skipped.
@@ -123,7 +124,7 @@ struct SpmmWgmma {
 #pragma unroll
       for (int s = 0; s < STAGES; ++s) {
         mbar_init(&full_bar[s], 1);
-        mbar_init(&empty_bar[s], 4 * kConsumers);  // one arrive per consumer warp
+        mbar_init(&empty_bar[s], 128 * kConsumers);  // one arrive per consumer thread
       }
       mbar_fence_init();
     }
@@ -223,7 +224,7 @@ struct SpmmWgmma {
       }
       wgmma_commit();
       wgmma_wait<0>();
-      if (lane == 0) mbar_arrive(&empty_bar[s]);  // this warp is done with the stage
+      mbar_arrive(&empty_bar[s]);  // this thread is done with the stage (each releases its own reads)
     }
 
     // Epilogue. Both consumers past their last MMA: the pipeline buffers hold the staged tile.

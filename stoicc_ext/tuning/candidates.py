@@ -28,8 +28,8 @@ def _m_bucket(M):
 
 
 def _keeps_every_block(e, M):
-    """At prefill sizes (M >= 128) the wgmma instances (exact_sm) are few: every token block up to
-    M is timed, since which one wins depends on M and the shape (128 at M = 512, 256 at M = 2048 on
+    """At prefill sizes (M >= 128) the wgmma and wgmma2 instances (exact_sm) are few: every token
+    block up to M is timed, since which one wins depends on M and the shape (128 at M = 512, 256 at M = 2048 on
     the H200). Below, they compete on the nearest token block like every instance."""
     return bool(e.get("exact_sm")) and 128 <= e["BLOCK_M"] <= M
 

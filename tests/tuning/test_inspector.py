@@ -201,7 +201,10 @@ def test_wgmma_candidates_only_at_prefill_sizes(M, blocks):
     computes padding)."""
     h200 = dataclasses.replace(NOMINAL, name="NVIDIA H200", arch_specific=True)
     cands = kernel_candidates(M, 256, 512, h200, lambda bn, bk: None)
-    assert {c.instance["BLOCK_M"] for c in cands if c.instance["name"].startswith("wgmma_")} == blocks
+    assert {c.instance["BLOCK_M"] for c in cands if c.instance["family"] == "wgmma"} == blocks
+    # the two-tile-row family participates the same way; it is generated for 64-row tiles only,
+    # with 256 tokens
+    assert {c.instance["BLOCK_M"] for c in cands if c.instance["family"] == "wgmma2"} == blocks & {256}
 
 
 def test_no_arch_specific_choice_without_a_gpu():
@@ -210,8 +213,8 @@ def test_no_arch_specific_choice_without_a_gpu():
     W, X = weight(256, 512), xs(300, 512)
     timer = FakeTimer()
     _, cfg = STOICC.Inspector(timer=timer, verbose=False).inspect(X, W)
-    assert not any(c.get("instance", "").startswith("wgmma_") for c in timer.calls)
-    assert not cfg.get("instance", "").startswith("wgmma_")
+    assert not any(c.get("instance", "").startswith("wgmma") for c in timer.calls)  # wgmma_ and wgmma2r_
+    assert not cfg.get("instance", "").startswith("wgmma")
 
 
 def test_prefill_candidates_use_the_prefill_instances():

@@ -50,11 +50,22 @@ struct SpmmPlan : SpmmConfig<T, BM, BN, BK, WARPS_N, WARPS_M, STAGES, SCHED> {
                   (uint32_t)(se - j0) * kSparseValBytes);
       prefetch_l2(reinterpret_cast<const uint8_t*>(a.s_meta) + (size_t)(s_beg + j0) * kSparseMetaBytes,
                   (uint32_t)(se - j0) * kSparseMetaBytes);
+      prefetch_cols(a.s_cols + s_beg + j0, se - j0);
     }
     const int db = max(j0, nS);
-    if (j1 > db)
+    if (j1 > db) {
       prefetch_l2(static_cast<const uint8_t*>(a.d_vals) + (size_t)(d_beg + db - nS) * kWBytes,
                   (uint32_t)(j1 - db) * kWBytes);
+      prefetch_cols(a.d_cols + d_beg + db - nS, j1 - db);
+    }
+  }
+  // The column indices [c, c + n) into L2: the X copy of each item waits on its index. The range
+  // is widened to whole 16-byte blocks (the prefetch's granularity); a 16-byte block never
+  // crosses a page, so the widened bytes lie in pages the tensor already occupies.
+  __device__ static void prefetch_cols(const int* c, int n) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(c) & ~uintptr_t(15);
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(c + n) + 15) & ~uintptr_t(15);
+    prefetch_l2(reinterpret_cast<const void*>(lo), (uint32_t)(hi - lo));
   }
 #endif
 
