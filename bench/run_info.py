@@ -25,8 +25,14 @@ DATASHEET_PEAK_TFLOPS = (
 
 
 def commit():
-    return os.environ.get("STOICC_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip() or "unknown"
+    if os.environ.get("STOICC_COMMIT"):
+        return os.environ["STOICC_COMMIT"]
+    # Only this tree's own .git: a copy without one (git archive on the GPU machine) would
+    # otherwise get the commit of whatever repository encloses it, which is not the code that ran.
+    if not os.path.exists(os.path.join(REPO, ".git")):
+        return "unknown"
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO).stdout.strip() or "unknown"
 
 
 def today():
