@@ -98,16 +98,22 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
 }
 __device__ __forceinline__ void mbar_fence_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::); }
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes));
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAIT_%=;\n}\n" ::"r"(smem_addr(bar)),
-      "r"(parity));
-}
+// The arrive.expect_tx and the try_wait loop of the mbar_* variants below; QUAL is the wait's
+// semantics and scope qualifier ("" or ".acquire.cluster"), the rest the asm's clobber list.
+#define STOICC_MBAR_EXPECT_TX(...) \
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) __VA_ARGS__)
+#define STOICC_MBAR_WAIT_LOOP(QUAL, ...)                                                            \
+  asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"                                                      \
+               "mbarrier.try_wait.parity" QUAL ".shared::cta.b64 p, [%0], %1;\n"                     \
+               "@!p bra WAIT_%=;\n}\n" ::"r"(smem_addr(bar)),                                        \
+               "r"(parity) __VA_ARGS__)
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) { STOICC_MBAR_EXPECT_TX(); }
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) { STOICC_MBAR_WAIT_LOOP(""); }
+// The same with a compiler memory clobber, for a hand-off through a plain shared-memory word (the
+// two-row kernel's stage descriptor): the compiler must not move its store past the arrive or its
+// load above the wait.
+__device__ __forceinline__ void mbar_expect_tx_mem(uint64_t* bar, uint32_t bytes) { STOICC_MBAR_EXPECT_TX(: "memory"); }
+__device__ __forceinline__ void mbar_wait_mem(uint64_t* bar, uint32_t parity) { STOICC_MBAR_WAIT_LOOP("", : "memory"); }
 // Global -> shared bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned).
 __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
   asm volatile(
@@ -164,12 +170,7 @@ __device__ __forceinline__ void st_async_peer_f4(void* p, int rank, float4 v, ui
 // Waits for the phase of parity `parity` of a local mbarrier that other CTAs of the cluster
 // complete (acquire at cluster scope: their stores are visible afterwards).
 __device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAITC_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAITC_%=;\n}\n" ::"r"(smem_addr(bar)),
-      "r"(parity)
-      : "memory");
+  STOICC_MBAR_WAIT_LOOP(".acquire.cluster", : "memory");
 }
 #endif
 }  // namespace stoicc

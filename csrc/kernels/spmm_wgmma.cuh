@@ -263,19 +263,20 @@ __global__ void __launch_bounds__(384, 1) spmm_wgmma_kernel(const __grid_constan
 #endif
 }
 
-// The wgmma kernels exist only as sm_90a code (no forward-compatible PTX): launch only when the
-// runtime picked that binary for the current device.
-template <typename T, int BM, int BN, int BK, int ST>
-int launch_wgmma_typed(const SpmmArgs& a, cudaStream_t stream) {
-  using K = SpmmWgmma<T, BM, BN, BK, ST>;
-  auto kernel = spmm_wgmma_kernel<T, BM, BN, BK, ST>;
+// Launches one of the sm_90a prefill kernels (this file's and spmm_wgmma_2rows.cuh's): they
+// share the launch: PDL, X's TMA tensor map for BM-token boxes, dynamic shared memory. They exist
+// only as sm_90a code (no forward-compatible PTX): launch only when the runtime picked that
+// binary for the current device.
+template <typename T, typename Kernel>
+int launch_sm90a_prefill(Kernel kernel, size_t smem_bytes, int threads, dim3 grid, int bm, const SpmmArgs& a,
+                         cudaStream_t stream) {
   if (binary_version(kernel) != 90) return (int)cudaErrorInvalidDeviceFunction;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::kSmemBytes);
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes);
   if (err != cudaSuccess) return (int)err;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3((unsigned)(a.N / BN), (unsigned)((a.M + BM - 1) / BM));
-  cfg.blockDim = dim3(K::kThreads);
-  cfg.dynamicSmemBytes = K::kSmemBytes;
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem_bytes;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -283,11 +284,20 @@ int launch_wgmma_typed(const SpmmArgs& a, cudaStream_t stream) {
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
   SpmmArgs b = a;
-  const int rc = encode_x_tensor_map(b.x_tmap, a.x, a.M, a.K, a.ldx, std::is_same_v<T, __nv_bfloat16>, BM);
+  const int rc = encode_x_tensor_map(b.x_tmap, a.x, a.M, a.K, a.ldx, std::is_same_v<T, __nv_bfloat16>, bm);
   if (rc != 0) return rc;
   err = cudaLaunchKernelEx(&cfg, kernel, b);
   if (err != cudaSuccess) return (int)err;
   return (int)cudaGetLastError();
+}
+
+// One CTA per (tile row, token block).
+template <typename T, int BM, int BN, int BK, int ST>
+int launch_wgmma_typed(const SpmmArgs& a, cudaStream_t stream) {
+  using K = SpmmWgmma<T, BM, BN, BK, ST>;
+  const dim3 grid((unsigned)(a.N / BN), (unsigned)((a.M + BM - 1) / BM));
+  return launch_sm90a_prefill<T>(spmm_wgmma_kernel<T, BM, BN, BK, ST>, K::kSmemBytes, K::kThreads, grid, BM, a,
+                                 stream);
 }
 
 template <int BM, int BN, int BK, int ST>

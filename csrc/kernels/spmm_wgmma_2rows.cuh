@@ -47,23 +47,6 @@
 
 namespace stoicc {
 
-#ifdef STOICC_WGMMA
-// mbarrier helpers with a compiler memory clobber: the descriptor is a plain shared-memory word, so
-// the compiler must not move its store past the arrive or its load above the wait.
-__device__ __forceinline__ void mbar_expect_tx_mem(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait_mem(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT2R_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAIT2R_%=;\n}\n" ::"r"(smem_addr(bar)),
-      "r"(parity)
-      : "memory");
-}
-#endif
-
 template <typename T, int BM, int BN, int BK, int STAGES>
 struct SpmmWgmma2Rows {
   static constexpr int kConsumers = 2;                        // one consumer warpgroup per tile row
@@ -343,31 +326,14 @@ __global__ void __launch_bounds__(384, 1) spmm_wgmma2_kernel(const __grid_consta
 #endif
 }
 
-// sm_90a code only (no forward-compatible PTX): launch only when the runtime picked that binary.
+// One CTA per (pair of tile rows, token block); the launch is the wgmma kernels'.
 template <typename T, int BM, int BN, int BK, int ST>
 int launch_wgmma2_typed(const SpmmArgs& a, cudaStream_t stream) {
   using K = SpmmWgmma2Rows<T, BM, BN, BK, ST>;
-  auto kernel = spmm_wgmma2_kernel<T, BM, BN, BK, ST>;
-  if (binary_version(kernel) != 90) return (int)cudaErrorInvalidDeviceFunction;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::kSmemBytes);
-  if (err != cudaSuccess) return (int)err;
   const int tile_rows = a.N / BN;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3((unsigned)((tile_rows + 1) / 2), (unsigned)((a.M + BM - 1) / BM));
-  cfg.blockDim = dim3(K::kThreads);
-  cfg.dynamicSmemBytes = K::kSmemBytes;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  SpmmArgs b = a;
-  const int rc = encode_x_tensor_map(b.x_tmap, a.x, a.M, a.K, a.ldx, std::is_same_v<T, __nv_bfloat16>, BM);
-  if (rc != 0) return rc;
-  err = cudaLaunchKernelEx(&cfg, kernel, b);
-  if (err != cudaSuccess) return (int)err;
-  return (int)cudaGetLastError();
+  const dim3 grid((unsigned)((tile_rows + 1) / 2), (unsigned)((a.M + BM - 1) / BM));
+  return launch_sm90a_prefill<T>(spmm_wgmma2_kernel<T, BM, BN, BK, ST>, K::kSmemBytes, K::kThreads, grid, BM, a,
+                                 stream);
 }
 
 template <int BM, int BN, int BK, int ST>

@@ -9,30 +9,13 @@ import torch
 import stoicc_ext as STOICC
 from stoicc_ext.nn.fusion import fusion_groups
 from test_tp_gloo import ATOL, load_ranks, max_err
-from tp_workers import H, I, hf_fused_ranks, spawn
+from tp_workers import hf_fused_ranks, save_tiny_hf_lm, spawn
 
 
 def test_qwen2_fused_qkv_bias_split_member_by_member(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from stoicc_ext.testing import random_patch_weight
-
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(hidden_size=H, intermediate_size=I, num_hidden_layers=1, num_attention_heads=8,
-                                   num_key_value_heads=8, vocab_size=512, tie_word_embeddings=False,
-                                   max_position_embeddings=128)
-    model = transformers.Qwen2ForCausalLM(cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and ".layers." in name:
-                N, K = mod.weight.shape
-                W, _ = random_patch_weight(N, K, 0.6, 0.1, dtype=torch.float32, generator=g)
-                mod.weight.copy_(W / K ** 0.5)
-                if mod.bias is not None:   # large enough that a misplaced slice shows in the logits
-                    mod.bias.copy_(torch.randn(N, generator=g))
     path = tmp_path / "qwen2"
-    model.half().save_pretrained(path)
-    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(5))
+    ids = save_tiny_hf_lm("Qwen2", path)
     ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float16, attn_implementation="eager")
     STOICC.sparsify_(ref, decode_tokens=8, prefill_tokens=64, verbose=False)
     qkv = [grp for grp in fusion_groups(ref) if grp.members == ("q_proj", "k_proj", "v_proj")]

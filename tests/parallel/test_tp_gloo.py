@@ -17,7 +17,7 @@ import stoicc_ext as STOICC
 
 from conftest import needs_ext
 from model_helpers import outputs, patch_model
-from tp_workers import GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, spawn, tiny_lm_ranks
+from tp_workers import GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, save_tiny_hf_lm, spawn, tiny_lm_ranks
 
 pytestmark = [needs_ext, pytest.mark.skipif(not GLOO, reason="torch.distributed gloo backend not available"),
               pytest.mark.usefixtures("fresh_tuning_cache")]
@@ -70,23 +70,8 @@ def tiny_llama(tmp_path_factory):
     are synthetic PATCH weights, saved with save_pretrained in float16; token ids; and the logits of
     the single-process model converted with sparsify_."""
     transformers = pytest.importorskip("transformers")
-    from stoicc_ext.testing import random_patch_weight
-
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=H, intermediate_size=I, num_hidden_layers=1, num_attention_heads=8,
-                                   num_key_value_heads=8, vocab_size=512, tie_word_embeddings=False,
-                                   max_position_embeddings=128)
-    model = transformers.LlamaForCausalLM(cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and ".layers." in name:
-                N, K = mod.weight.shape
-                W, _ = random_patch_weight(N, K, 0.6, 0.1, dtype=torch.float32, generator=g)
-                mod.weight.copy_(W / K ** 0.5)
     path = tmp_path_factory.mktemp("llama") / "llama"
-    model.half().save_pretrained(path)
-    ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(5))
+    ids = save_tiny_hf_lm("Llama", path)
     ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float16, attn_implementation="eager")
     STOICC.sparsify_(ref, decode_tokens=8, prefill_tokens=64, verbose=False)
     from stoicc_ext.nn.fusion import fusion_groups

@@ -91,6 +91,32 @@ def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
         _save(out_dir, rank, "dense_then_sparsify", outputs(dense, *xs))
 
 
+def save_tiny_hf_lm(family, path):
+    """A 1-layer Hugging Face causal LM of ``family`` ("Llama", "Qwen2": hidden H, 8 heads of 64,
+    intermediate I, vocab 512) whose layer linears are synthetic PATCH weights (biases, where the
+    architecture has them, standard normal: large enough that a misplaced slice shows in the
+    logits), saved with save_pretrained in float16 at ``path``. Returns token ids for it."""
+    import transformers
+    from stoicc_ext.testing import random_patch_weight
+
+    torch.manual_seed(0)
+    cfg = getattr(transformers, f"{family}Config")(
+        hidden_size=H, intermediate_size=I, num_hidden_layers=1, num_attention_heads=8, num_key_value_heads=8,
+        vocab_size=512, tie_word_embeddings=False, max_position_embeddings=128)
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and ".layers." in name:
+                N, K = mod.weight.shape
+                W, _ = random_patch_weight(N, K, 0.6, 0.1, dtype=torch.float32, generator=g)
+                mod.weight.copy_(W / K ** 0.5)
+                if mod.bias is not None:
+                    mod.bias.copy_(torch.randn(N, generator=g))
+    model.half().save_pretrained(path)
+    return torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(5))
+
+
 def hf_llama_ranks(rank, world, model_dir, ids, out_dir):
     """transformers' own tensor parallelism: ``from_pretrained(tp_plan="auto")`` then stoicc."""
     from transformers import AutoModelForCausalLM
