@@ -45,12 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import stoicc_ext as STOICC
-from stoicc_ext.testing import random_patch_weight
+from stoicc_ext.testing import UNIT_ROUNDOFF as EPS, random_patch_weight
 from stoicc_ext.tuning import cache as tuning_cache
 from stoicc_ext.tuning.dense import DENSE
 from stoicc_ext.tuning.library import default_schedules
 
-EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 # A model's logits carry every layer's rounding: their bound is this many output ulps of max |ref|
 # (the CPU dry run stays near 1.5); a wrong tile, a lost split or a race lands far above it.
 MODEL_ULPS = 32
