@@ -237,10 +237,7 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
 def _warn_nothing_converted(report, filter_fn):
     """A call that converts nothing is most often a filter that said no to every layer (a filter
     written for another order, or for other names): say so, with what each layer became."""
-    by_status = {}
-    for r in report.rows:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "the model has no nn.Linear"
+    kinds = report._kinds() or "the model has no nn.Linear"      # the counts of the summary line
     hint = (" filter_fn returned False for every linear: it is called as filter_fn(module, fqn), torchao's order."
-            if filter_fn is not None and by_status.get("filtered") == len(report.rows) else "")
+            if filter_fn is not None and report.by_status.get("filtered") == len(report.rows) else "")
     warnings.warn(f"stoicc sparsify_ converted no layer ({kinds}).{hint}", UserWarning, stacklevel=3)
