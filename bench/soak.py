@@ -11,11 +11,12 @@ What runs at once:
   decode step are CUDA graphs replayed on a stream of their own. Each step's logits are compared
   with the float64 forward of the same pruned dense model on the same input (teacher-forced on
   stoicc's tokens, so a near-tie in an argmax never derails the comparison).
-* ``--threads`` workers, each on its own CUDA stream: the recipe of docs/inspector.md on random
-  PATCH weights (inspect a decode X, pin its tile shape, inspect a prefill X, compress once) with
-  its own Inspector, so ``inspect`` runs concurrently on shared weights; one worker clears the
-  memory cache now and then, so cache files are read concurrently too. Both executors run on the
-  worker's stream and are checked against ``x.double() @ W.double().T``.
+* ``--threads`` workers, each on its own CUDA stream: the library's decode/prefill recipe
+  (``stoicc_ext.nn.recipe.tune_weight``: inspect a decode X, pin its tile shape, inspect a prefill
+  X, compress once) on random PATCH weights with its own Inspector (``soak_inspector``), so
+  ``inspect`` runs concurrently on shared weights; one worker clears the memory cache now and
+  then, so cache files are read concurrently too. Both executors run on the worker's stream and
+  are checked against ``x.double() @ W.double().T``.
 
 Everything is tuned before the workers start (the warm-up, timed apart): the timing protocol
 captures CUDA graphs, and a capture forbids other threads' allocations (capture_error_mode
@@ -45,12 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import stoicc_ext as STOICC
-from stoicc_ext.testing import random_patch_weight
+from stoicc_ext.nn.recipe import tune_weight
+from stoicc_ext.testing import UNIT_ROUNDOFF as EPS, random_patch_weight
 from stoicc_ext.tuning import cache as tuning_cache
 from stoicc_ext.tuning.dense import DENSE
 from stoicc_ext.tuning.library import default_schedules
 
-EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 # A model's logits carry every layer's rounding: their bound is this many output ulps of max |ref|
 # (the CPU dry run stays near 1.5); a wrong tile, a lost split or a race lands far above it.
 MODEL_ULPS = 32
@@ -148,19 +149,15 @@ class Tally:
 # ---- the workers: the Inspector recipe ---------------------------------------------------------
 
 def recipe(inspector, W, decode_M, prefill_M, gen):
-    """docs/inspector.md's four calls: inspect decode, pin its tile shape, inspect prefill, compress."""
-    K = W.shape[1]
-    x_dec = torch.randn(decode_M, K, generator=gen).to(W.dtype).to(W.device)
-    ex_dec, cfg_dec = inspector.inspect(x_dec, W, sparse_arg=1)
-    src = [inspector.last_report.source]
-    if "BLOCK_N" in cfg_dec:      # else dense cuBLAS won the decode: W stays dense, nothing to pin
-        inspector.set_configs(STOICC.create_configs(BLOCK_N=[cfg_dec["BLOCK_N"]], BLOCK_K=[cfg_dec["BLOCK_K"]]))
-    x_pre = torch.randn(prefill_M, K, generator=gen).to(W.dtype).to(W.device)
-    ex_pre, cfg_pre = inspector.inspect(x_pre, W, sparse_arg=1)
-    src.append(inspector.last_report.source)
-    inspector.set_configs(None)
-    Wc = inspector.compress(W, cfg_dec)
-    return [(x_dec, ex_dec, cfg_dec), (x_pre, ex_pre, cfg_pre)], Wc, src
+    """The library's decode/prefill recipe, ``tune_weight`` (inspect decode, pin its tile shape,
+    inspect prefill, compress once; what ``sparsify_`` runs per layer), so the soak exercises that
+    code and not a copy of it. Returns ``([(x, executor, config)] for decode and prefill, the
+    compressed W, [the two choices' sources])``; the x to check each executor on are drawn from
+    ``gen`` (tune_weight's own inputs only time the candidates)."""
+    tuned = tune_weight(W, inspector, decode_tokens=decode_M, prefill_tokens=prefill_M)
+    x_dec, x_pre = (torch.randn(M, W.shape[1], generator=gen).to(W.dtype).to(W.device) for M in (decode_M, prefill_M))
+    calls = [(x_dec, tuned.exec_decoding, tuned.cfg_decoding), (x_pre, tuned.exec_prefill, tuned.cfg_prefill)]
+    return calls, tuned.compressed, [tuned.info["decode"]["source"], tuned.info["prefill"]["source"]]
 
 
 def worker(idx, args, weights, tally, stop, make_inspector, stream):

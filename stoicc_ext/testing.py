@@ -1,4 +1,5 @@
-"""Synthetic PATCH-like weights for tests and benchmarks (the one generator both use).
+"""Synthetic PATCH-like weights for tests and benchmarks (the one generator both use), and the
+rounding unit their error bounds are written in (``UNIT_ROUNDOFF``).
 
 PATCH prunes each 128 x 128 tile of a weight to one of: kept dense, 2:4 (magnitude), or
 removed. ``random_patch_weight`` imitates that with exact tile counts, so tests can mix
@@ -13,9 +14,14 @@ import torch
 from .format.tile_map import TileType
 from .patch.prune import prune_to_24
 
-__all__ = ["random_patch_weight", "prune_to_24", "ROW_PATTERNS"]
+__all__ = ["random_patch_weight", "prune_to_24", "ROW_PATTERNS", "UNIT_ROUNDOFF"]
 
 ROW_PATTERNS = (None, "dense_only_rows", "sparse_only_rows", "both")
+
+# The largest relative error of one rounding to each kernel dtype: half an ulp of 1, i.e.
+# torch.finfo(dtype).eps / 2 (float16: 10 stored mantissa bits, bfloat16: 7). The tests' and the
+# soak's output bounds are multiples of it times max |reference|; kept here, the one module both import.
+UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 
 def random_patch_weight(N, K, sparse_frac, empty_frac=0.0, *, dtype=torch.float16,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import stoicc_ext
+from stoicc_ext.testing import UNIT_ROUNDOFF
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")])]
@@ -46,7 +47,7 @@ def assert_matches(y, ref, dtype, what=""):
     """Error bound: the output rounding (half an ulp of |y|, so eps * max|ref|) plus fp32
     accumulation noise; a wrong tile or a missed write is orders of magnitude above it."""
     assert not torch.isnan(y).any(), f"NaN in output {what} (unwritten output or bad metadata)"
-    eps = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}[dtype]
+    eps = UNIT_ROUNDOFF[dtype]
     scale = ref.abs().max().item() + 1e-6
     err = (y.double() - ref).abs().max().item()
     assert err <= 2 * eps * scale + 1e-4 * scale, f"max |err| {err:.4g} vs max |ref| {scale:.4g} {what}"

@@ -56,3 +56,20 @@ def test_soak_converts_every_layer_where_dense_cublas_would_win(tmp_path, monkey
     out = tmp_path / "soak.json"
     assert soak.main(["--cpu", "--seconds", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["model"]["converted_linears"] == 7
+
+
+def test_soak_workers_run_the_library_recipe(tmp_path, monkeypatch):
+    """The workers tune through stoicc_ext.nn.recipe.tune_weight (what sparsify_ runs), with the
+    soak's Inspector (no dense candidate), not a copy of the recipe."""
+    monkeypatch.delenv("STOICC_CACHE_DIR", raising=False)
+    soak = load_bench("soak")
+    tune_weight, seen = soak.tune_weight, []
+
+    def counted(W, inspector=None, **kw):
+        seen.append(("dense" not in inspector.schedules, kw))
+        return tune_weight(W, inspector, **kw)
+
+    monkeypatch.setattr(soak, "tune_weight", counted)
+    assert soak.main(["--cpu", "--seconds", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert len(seen) >= 2 and all(no_dense for no_dense, _ in seen)
+    assert seen[0][1] == dict(decode_tokens=soak.CPU["batch"], prefill_tokens=soak.CPU["batch"] * soak.CPU["prompt"])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from stoicc_ext import TileType, classify_tiles
-from stoicc_ext.testing import prune_to_24, random_patch_weight
+from stoicc_ext.testing import UNIT_ROUNDOFF, prune_to_24, random_patch_weight
 
 from conftest import DEVICES
 
@@ -33,3 +33,10 @@ def test_values_drawn_on_the_device(device):
     _, t_cpu = random_patch_weight(256, 512, 0.5, 0.25, generator=gen(7))
     assert a.device.type == device and a.dtype == torch.bfloat16 and torch.equal(a, b)
     assert torch.equal(ta.cpu(), t_cpu) and torch.equal(classify_tiles(a).cpu(), t_cpu)
+
+
+def test_unit_roundoff_is_half_an_ulp_of_one():
+    """The error bounds' unit: one rounding's worst relative error, finfo's eps / 2."""
+    for dtype, u in UNIT_ROUNDOFF.items():
+        assert u == torch.finfo(dtype).eps / 2
+        assert torch.tensor(1 + u, dtype=torch.float64).to(dtype).item() == 1.0      # a tie rounds to even: 1

@@ -33,6 +33,7 @@ disk across processes) answers the repeats. On the CPU the Inspector's heuristic
 """
 import functools
 import logging
+import sys
 import time
 import warnings
 from typing import Any, Callable
@@ -62,13 +63,31 @@ def _nbytes(t):
     return 0 if t is None else t.numel() * t.element_size()
 
 
+def _local(t):
+    """``t``'s local shard if it is a DTensor, else ``t``. A DTensor's own storage cannot be read
+    (``untyped_storage()`` raises); its local tensor's storage is the one the rank holds, and the one
+    a module built from ``to_local()`` (``stoicc_ext.parallel``'s local linears) shares. The DTensor
+    class is looked up, not imported: importing torch.distributed.tensor takes about 0.4 s, and no
+    parameter can be a DTensor before something else has imported it."""
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    return t.to_local() if dtensor is not None and isinstance(t, dtensor.DTensor) else t
+
+
+def _storage_key(t):
+    """The key under which ``_owners`` files a tensor: the device and storage of its local data."""
+    t = _local(t)
+    return t.device, t.untyped_storage().data_ptr()
+
+
 def _owners(model):
-    """{storage key: [parameter names]} over the whole model, duplicates included."""
+    """{storage key: [parameter names]} over the whole model, duplicates included. DTensor
+    parameters are filed under their local shard, so a weight tied across a tensor-parallel split
+    (the embedding's DTensor and the local linear made from its shard) is seen as shared."""
     owners = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.device.type == "meta":
             continue
-        owners.setdefault((p.device, p.untyped_storage().data_ptr()), []).append(name)
+        owners.setdefault(_storage_key(p), []).append(name)
     return owners
 
 
@@ -85,7 +104,7 @@ def _check(name, mod, owners, filter_fn):
     N, K = W.shape
     if N % PATCH_TILE or K % PATCH_TILE:
         return "unsupported", f"{N}x{K} is not a multiple of the {PATCH_TILE}x{PATCH_TILE} tile"
-    names = owners.get((W.device, W.untyped_storage().data_ptr()), [])
+    names = owners.get(_storage_key(W), [])
     others = [n for n in names if n != f"{name}.weight"]
     if others:
         return "shared", f"weight storage shared with {others[0]} (tied); converting it would save nothing"
@@ -218,10 +237,7 @@ def sparsify_(model: nn.Module, *, filter_fn: Callable[..., bool] | None = None,
 def _warn_nothing_converted(report, filter_fn):
     """A call that converts nothing is most often a filter that said no to every layer (a filter
     written for another order, or for other names): say so, with what each layer became."""
-    by_status = {}
-    for r in report.rows:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "the model has no nn.Linear"
+    kinds = report._kinds() or "the model has no nn.Linear"      # the counts of the summary line
     hint = (" filter_fn returned False for every linear: it is called as filter_fn(module, fqn), torchao's order."
-            if filter_fn is not None and by_status.get("filtered") == len(report.rows) else "")
+            if filter_fn is not None and report.by_status.get("filtered") == len(report.rows) else "")
     warnings.warn(f"stoicc sparsify_ converted no layer ({kinds}).{hint}", UserWarning, stacklevel=3)

@@ -89,6 +89,19 @@ class SparsifyReport:
         return sum(r.seconds for r in self.converted)
 
     @property
+    def by_status(self):
+        """{status: number of rows}, by status name: what the summary line and sparsify_'s
+        converted-nothing warning both print."""
+        counts = {}
+        for r in self.rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def _kinds(self):
+        """The counts as text: ``"7 converted, 2 dense"`` ('' for no rows)."""
+        return ", ".join(f"{n} {s}" for s, n in self.by_status.items())
+
+    @property
     def fused(self):
         """The rows of fused groups (converted, or fused and kept dense; a group whose tuning failed
         was not fused: its members stay apart)."""
@@ -118,10 +131,7 @@ class SparsifyReport:
     # ---- text -------------------------------------------------------------------------------
 
     def summary(self) -> str:
-        by_status = {}
-        for r in self.rows:
-            by_status[r.status] = by_status.get(r.status, 0) + 1
-        kinds = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+        kinds = self._kinds()
         ratio = self.bytes_after / self.bytes_before if self.bytes_before else float("nan")
         fused = (f", {len(self.fused)} fused groups" if self.fused else
                  f", no fusion: {self.fusion_note}" if self.fusion_note else "")

@@ -14,7 +14,7 @@ which converts those local linears at the shard's shape. Modules of other styles
 """
 from torch import nn
 
-from ..nn.sparsify import sparsify_
+from ..nn.sparsify import _owners, sparsify_
 from .convert import linear_of
 from .module import COLWISE, TensorParallelLinear
 from .plan import STYLES, style_of
@@ -58,6 +58,26 @@ def localize_hf_tp_(model, plan=None):
     return done
 
 
+def _tied_partners(model, names):
+    """Paths of the modules outside ``names`` that hold a parameter sharing storage with one of
+    theirs: the embedding of a tied ``lm_head``, whose DTensor weight's local shard is the storage
+    of the lm_head's local linear (``_owners`` files DTensors under their local shard)."""
+    inside = tuple(f"{n}." for n in names)
+    found = []
+    for params in _owners(model).values():
+        if len(params) < 2 or not any(p.startswith(inside) for p in params):
+            continue
+        for p in params:
+            path = p.rpartition(".")[0]
+            # A parameter of the root or of an ancestor of a split layer: placing that module in
+            # the subtree would bring its unsplit linears into sparsify_'s reach, so it is left out
+            # (no known model ties a linear's weight to such a parameter).
+            if p.startswith(inside) or path in found or not path or any(n.startswith(f"{path}.") for n in names):
+                continue
+            found.append(path)
+    return found
+
+
 def _subtree(model, names):
     """A bare module holding ``model``'s modules ``names`` at the same paths, and nothing else."""
     root = nn.Module()
@@ -75,9 +95,11 @@ def _subtree(model, names):
 def sparsify_tp_(model, plan=None, **sparsify_kwargs):
     """``localize_hf_tp_`` then ``sparsify_(**sparsify_kwargs)`` on the split layers: their local
     shards, where pruned, become ``MixedModule``s tuned at the shard's shape. Returns sparsify_'s
-    report (layer names end in ``.local``)."""
+    report (layer names end in ``.local``). A split layer whose weight is tied to another module's
+    (a tied ``lm_head``) stays dense, status ``shared``, as ``sparsify_`` keeps it on one GPU."""
     done = localize_hf_tp_(model, plan)
-    # sparsify_ runs on the split layers only: the rest of the model still holds DTensors (the
-    # embedding), whose storage sparsify_'s tied-weight check cannot read. The subtree shares the
-    # modules, so converting a local linear there converts it in the model.
-    return sparsify_(_subtree(model, done), **sparsify_kwargs)
+    # sparsify_ runs on the split layers, plus the modules whose parameters are tied to theirs, so
+    # that its tied-weight check sees both owners of a tied weight (the embedding keeps a DTensor,
+    # which _owners files under its local shard); the model's other modules are left as they are.
+    # The subtree shares the modules, so converting a local linear there converts it in the model.
+    return sparsify_(_subtree(model, list(done) + _tied_partners(model, done)), **sparsify_kwargs)

@@ -90,7 +90,7 @@ def test_filter_fn_takes_module_then_fqn_like_torchao():
     with pytest.warns(UserWarning, match=r"converted no layer \(9 filtered\).*filter_fn\(module, fqn\)"):
         rep = STOICC.sparsify_(patch_model(n_layers=1), filter_fn=lambda mod, fqn: isinstance(fqn, nn.Module),
                                verbose=False)
-    assert not rep.converted
+    assert not rep.converted and rep.by_status == {"filtered": 9} and "(9 filtered," in rep.summary()
 
 
 def test_sparsify_at_0_percent_is_the_dense_model():

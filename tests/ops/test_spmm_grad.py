@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import stoicc_ext
-from stoicc_ext.testing import random_patch_weight
+from stoicc_ext.testing import UNIT_ROUNDOFF, random_patch_weight
 from stoicc_ext.tuning.densify import densify_linear
 
 from conftest import DEVICES, needs_ext
@@ -60,7 +60,7 @@ def test_grad_matches_f_linear(device, dtype):
     stoicc_ext.spmm(x, Wc, b).backward(gy)
     xd, bd = x.detach().double().requires_grad_(), b.detach().double().requires_grad_()
     F.linear(xd, W.double(), bd).backward(gy.double())
-    eps = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}[dtype]
+    eps = UNIT_ROUNDOFF[dtype]
     for got, ref in ((x.grad, xd.grad), (b.grad, bd.grad)):
         assert got.dtype == dtype and got.shape == ref.shape
         scale = ref.abs().max().item()

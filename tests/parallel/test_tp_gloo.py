@@ -17,7 +17,8 @@ import stoicc_ext as STOICC
 
 from conftest import needs_ext
 from model_helpers import outputs, patch_model
-from tp_workers import GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, save_tiny_hf_lm, spawn, tiny_lm_ranks
+from tp_workers import (GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, save_tiny_hf_lm, spawn, tied_lm_head_ranks,
+                        tiny_lm_ranks)
 
 pytestmark = [needs_ext, pytest.mark.skipif(not GLOO, reason="torch.distributed gloo backend not available"),
               pytest.mark.usefixtures("fresh_tuning_cache")]
@@ -62,6 +63,11 @@ def test_tiny_lm_split_and_checkpoint_loads(tiny_lm, tmp_path, world, paths):
             assert all(torch.equal(a, b) for a, b in zip(r, ranks[0])), what
         err = max_err(ranks[0], ref)
         assert err <= (0 if world == 1 else ATOL), f"{what} on {world} ranks: max |err| {err}"
+
+
+def test_tied_lm_head_stays_dense():
+    """A tied lm_head under tensor parallelism is kept dense as on one process (the worker says how)."""
+    spawn(2, tied_lm_head_ranks)
 
 
 @pytest.fixture(scope="module")

@@ -151,3 +151,42 @@ def hf_fused_ranks(rank, world, model_dir, ckpt, ids, out_dir):
     with torch.no_grad():
         _save(out_dir, rank, "fused_load", [loaded(ids).logits])
         _save(out_dir, rank, "fused_shard", [whole(ids).logits])
+
+
+def tied_lm_head_ranks(rank, world):
+    """A TinyLM whose lm_head is tied to its embedding (a PATCH weight, vocab 256: a 128-row shard
+    on each of 2 ranks), split as ``from_pretrained(tp_plan="auto")`` leaves a tied Llama: every
+    planned weight a sharded DTensor, the embedding's (``embedding_rowwise``, Shard(0)) the very
+    parameter of the lm_head. ``sparsify_tp_`` keeps the lm_head dense, as ``sparsify_`` does on one
+    process (status ``shared``), and converts the layer linears."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    from model_helpers import LAYER_LINEARS, patch_model
+    from stoicc_ext.nn.sparsify import _owners
+    from stoicc_ext.parallel.plan import LLAMA_TP_PLAN, style_of
+    from stoicc_ext.testing import random_patch_weight
+
+    model = patch_model(h=H, i=I, vocab=2 * VOCAB, tie=True)
+    W, _ = random_patch_weight(2 * VOCAB, H, 0.6, 0.1, dtype=torch.float16, generator=torch.Generator().manual_seed(7))
+    mesh = init_device_mesh("cpu", (world,))
+    plan = {**LLAMA_TP_PLAN, "model.embed_tokens": "embedding_rowwise"}
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(W)
+        for name, mod in list(model.named_modules()):
+            style = style_of(name, plan)
+            if style is not None and name != "lm_head":       # the lm_head's weight is the embedding's
+                dim = 1 if style.startswith("rowwise") else 0
+                mod.weight = torch.nn.Parameter(distribute_tensor(mod.weight, mesh, [Shard(dim)]), requires_grad=False)
+                if getattr(mod, "bias", None) is not None and dim == 0:     # v_proj's: split with its rows
+                    mod.bias = torch.nn.Parameter(distribute_tensor(mod.bias, mesh, [Shard(0)]), requires_grad=False)
+    model.lm_head.weight = model.model.embed_tokens.weight
+    assert isinstance(model.lm_head.weight, DTensor)
+    tied = [names for names in _owners(model).values() if "lm_head.weight" in names]
+    assert tied == [["model.embed_tokens.weight", "lm_head.weight"]], tied
+    report = sparsify_tp_(model, plan, decode_tokens=8, prefill_tokens=64, verbose=False)
+    row = report["lm_head.local"]
+    assert row.status == "shared" and "model.embed_tokens.weight" in row.reason, report
+    assert type(model.lm_head.local) is torch.nn.Linear
+    assert model.lm_head.local.weight.data_ptr() == model.model.embed_tokens.weight.to_local().data_ptr()
+    assert len(report.converted) == LAYER_LINEARS, report
