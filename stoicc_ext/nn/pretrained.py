@@ -31,10 +31,8 @@ from typing import Any
 
 from torch import nn
 
-from .._version import __version__
 from ..format.compressed import CompressedWeight
-from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _layer_meta, _safetensors, parse_metadata
-from .fusion import fusion_groups
+from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, _header, _layer_meta, _safetensors, parse_metadata
 from .mixed_module import MixedModule
 
 __all__ = ["save_pretrained", "model_metadata", "checkpoint_files", "read_header", "read_directory",
@@ -102,14 +100,7 @@ def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> d
             aliases[key] = seen[ident]
         else:
             seen[ident] = key
-    meta = dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, library=__version__, layers=layers,
-                aliases=aliases)
-    fused = fusion_groups(model)
-    if fused:           # load_compressed gives an unfused skeleton this structure first
-        meta["fused"] = [g.to_dict() for g in fused]
-    if extra_metadata is not None:
-        meta["extra"] = extra_metadata
-    return meta
+    return _header(model, layers, aliases, extra_metadata)
 
 
 def _shard(tensors, max_bytes):

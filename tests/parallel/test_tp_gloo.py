@@ -8,6 +8,8 @@ Measured max |err|: 1.95e-3 on TinyLM outputs of magnitude ~3 (one ulp in [2, 4)
 Llama's logits (max ~1.8) on 2 ranks. ATOL = 1e-2 (five such ulps); on one rank the outputs are
 equal. A wrong shard or a missing reduce changes outputs by O(1), far above it.
 """
+import functools
+import json
 import os
 
 import pytest
@@ -17,8 +19,8 @@ import stoicc_ext as STOICC
 
 from conftest import needs_ext
 from model_helpers import outputs, patch_model
-from tp_workers import (GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, save_tiny_hf_lm, spawn, tied_lm_head_ranks,
-                        tiny_lm_ranks)
+from tp_workers import (GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, llama_skeleton, refusal_ranks,
+                        save_tiny_hf_lm, spawn, tied_lm_head_ranks, tiny_lm_ranks, tiny_skeleton)
 
 pytestmark = [needs_ext, pytest.mark.skipif(not GLOO, reason="torch.distributed gloo backend not available"),
               pytest.mark.usefixtures("fresh_tuning_cache")]
@@ -109,3 +111,57 @@ def test_fused_projections_split_member_by_member(tiny_llama, tmp_path):
         assert torch.equal(ranks[0][0], ranks[1][0])
         err = max_err(ranks[0], [want])
         assert err <= ATOL, f"{what}: max |err| {err}"
+
+
+# ---- damaged checkpoints: refused as load_compressed refuses them ----------------------------
+
+def damaged(src, dst, header=None, tensors=None):
+    """A copy of checkpoint ``src`` at ``dst`` with ``header(meta)`` and ``tensors(dict)`` applied
+    (each edits in place); returns ``dst`` as a string (what the workers get)."""
+    import safetensors.torch as st
+    from safetensors import safe_open
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = json.loads(f.metadata()["stoicc"])
+    state = st.load_file(str(src))
+    for edit, what in ((header, meta), (tensors, state)):
+        if edit is not None:
+            edit(what)
+    st.save_file(state, str(dst), metadata={"stoicc": json.dumps(meta)})
+    return str(dst)
+
+
+def test_damaged_checkpoints_are_refused_as_load_compressed_refuses_them(tiny_lm, tmp_path):
+    """On 2 ranks, a checkpoint that does not fit the skeleton (a layer that is not a linear, of
+    another shape; a module the file lacks; a buffer left on meta) or that is damaged (a tensor
+    missing; a column index out of range in the tile rows of rank 1 only) is refused by
+    load_compressed_tp with load_compressed's error, on both ranks."""
+    ckpt, _, _ = tiny_lm
+
+    def cols_out_of_range(state):          # the last 2:4 tile of up_proj: its last tile row, rank 1's half
+        state["model.layers.0.mlp.up_proj.sparse_cols"][-1] = 99
+
+    def no_o_proj_values(state):
+        del state["model.layers.1.self_attn.o_proj.dense_values"]
+
+    cases = [(kind, functools.partial(tiny_skeleton, kind), str(ckpt))
+             for kind in ("identity", "narrow", "bigger", "meta_buffer")]
+    cases += [("cols", tiny_skeleton, damaged(ckpt, tmp_path / "cols.safetensors", tensors=cols_out_of_range)),
+              ("missing", tiny_skeleton, damaged(ckpt, tmp_path / "missing.safetensors", tensors=no_o_proj_values))]
+    spawn(2, refusal_ranks, cases)
+
+
+def test_damaged_fused_entries_are_refused_as_load_compressed_refuses_them(tiny_llama, tmp_path):
+    """The fused Llama's checkpoint with a damaged fused entry (sizes, bias, members), on 1 rank:
+    load_compressed_tp refuses it with load_compressed's ValueError naming the file and the group."""
+    model_dir, _, _ = tiny_llama
+    ckpt = model_dir.parent / "fused.safetensors"
+
+    def entry(**change):
+        return lambda meta: meta["fused"][0].update(change)
+
+    skeleton = functools.partial(llama_skeleton, str(model_dir))
+    cases = [(what, skeleton, damaged(ckpt, tmp_path / f"{what}.safetensors", header=edit))
+             for what, edit in (("sizes", entry(sizes=[H, H, H // 2])), ("bias", entry(bias=True)),
+                                ("members", entry(members=["q_proj", "v_proj"])))]
+    spawn(1, refusal_ranks, cases)

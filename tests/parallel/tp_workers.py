@@ -190,3 +190,50 @@ def tied_lm_head_ranks(rank, world):
     assert type(model.lm_head.local) is torch.nn.Linear
     assert model.lm_head.local.weight.data_ptr() == model.model.embed_tokens.weight.to_local().data_ptr()
     assert len(report.converted) == LAYER_LINEARS, report
+
+
+def tiny_skeleton(kind=None):
+    """The TinyLM skeleton of ``tiny_lm_ranks`` on the meta device, or one that a checkpoint of it
+    does not fit (``kind``): ``narrow`` (intermediate 512), ``identity`` (a layer that is not a
+    linear), ``meta_buffer`` (a non-persistent buffer left on meta), ``bigger`` (a module the file
+    lacks)."""
+    from model_helpers import TinyLM
+
+    with torch.device("meta"):
+        model = TinyLM(h=H, i=512 if kind == "narrow" else I, vocab=VOCAB).to(torch.float16)
+        if kind == "bigger":
+            model.more = torch.nn.Linear(4, 4)
+    if kind == "identity":
+        model.model.layers[1].mlp.up_proj = torch.nn.Identity()
+    if kind == "meta_buffer":
+        model.register_buffer("rope", torch.ones(2, device="meta"), persistent=False)
+    return model
+
+
+def llama_skeleton(model_dir):
+    """The unfused skeleton of the tiny Llama saved in ``model_dir`` (real weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir),
+                                            attn_implementation="eager").half().eval()
+
+
+def refusal_ranks(rank, world, cases):
+    """Each ``(what, skeleton factory, damaged checkpoint)`` of ``cases`` is refused by
+    ``load_compressed_tp`` on every rank with the error ``load_compressed`` gives: same type, same
+    message, which names the file. Every case is run, and the failure lists all that differ."""
+    wrong = []
+    for what, skeleton, path in cases:
+        whole, split = _error_of(STOICC.load_compressed, skeleton, path), _error_of(load_compressed_tp, skeleton, path)
+        if split != whole or path not in whole:
+            wrong.append(f"{what}: load_compressed: {whole}\n    load_compressed_tp: {split}")
+    assert not wrong, f"rank {rank}:\n" + "\n".join(wrong)
+
+
+def _error_of(load, skeleton, path):
+    """``"<type>: <message>"`` of what ``load(skeleton, path)`` raises, ``"loaded"`` if it does not."""
+    try:
+        load(skeleton, path)
+    except Exception as e:  # noqa: BLE001 - the kind of error is part of what is compared
+        return f"{type(e).__name__}: {e}"
+    return "loaded"
