@@ -2,8 +2,10 @@
 (imports ``transformers``; ``stoicc_ext.hf.register`` imports this module when needed)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from typing import Any
 
 import torch
@@ -13,10 +15,8 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .._version import __version__
 from ..format.compressed import CompressedWeight
-from ..nn.checkpoint import _META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from ..nn.fusion import install_fusions
-from ..nn.mixed_module import MixedModule
-from ..tuning.library import library_executor
+from ..nn.checkpoint import (_META_KEY, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _check_header, _check_target,
+                              _checked_weight, _layer_entry, _layer_module, _Tensors)
 from . import QUANT_METHOD
 
 __all__ = ["StoiccConfig", "StoiccHfQuantizer", "build_skeleton_layers"]
@@ -87,47 +87,46 @@ def _meta_tensor(spec):
     return torch.empty(tuple(int(s) for s in shape), dtype=_dtype(dtype), device="meta")
 
 
-def build_skeleton_layers(model: nn.Module, layers: dict[str, dict]) -> int:
+def build_skeleton_layers(model: nn.Module, layers: dict[str, dict], *, path: str = "stoicc checkpoint") -> int:
     """Replace each listed layer of ``model`` by a ``MixedModule`` whose compressed tensors (and
     bias) are meta tensors of the stored dtypes and shapes, with the executors of the stored
-    configs. Returns the number of layers replaced."""
+    configs. Returns the number of layers replaced. ``path``: the checkpoint, as errors name it.
+
+    Each entry and the module it replaces are checked as ``load_compressed`` checks them (the
+    functions of ``stoicc_ext.nn.checkpoint``), so the errors are the same."""
     for name, lm in layers.items():
-        try:
-            mod = model.get_submodule(name)
-        except AttributeError:
-            raise KeyError(f"stoicc checkpoint layer {name!r} is not a module of the model: is config.json the "
-                           "model's the checkpoint was saved from?") from None
-        N, K = int(lm["N"]), int(lm["K"])
-        if not isinstance(mod, (nn.Linear, MixedModule)):
-            raise TypeError(f"stoicc checkpoint layer {name!r} is a {type(mod).__name__} in the model; "
-                            "expected nn.Linear")
-        if (mod.out_features, mod.in_features) != (N, K):
-            raise ValueError(f"stoicc checkpoint layer {name!r} has weight shape ({N}, {K}) but the model's layer "
-                             f"has ({mod.out_features}, {mod.in_features})")
+        where = f"{path}: layer {name!r}"
+        lm = _layer_entry(path, name, lm)
+        _check_target(where, model, name, lm)
         w = lm["weight"]
         tensors = [_meta_tensor(lm["tensors"][t]) for t in CompressedWeight.names]
         Wc = CompressedWeight(tensors, N=w["N"], K=w["K"], block_n=w["block_n"], block_k=w["block_k"],
                               dtype=w["dtype"], format_version=w.get("format_version", 1))
         bias = None
         if lm.get("bias"):
-            bias = torch.empty(N, dtype=_dtype(lm.get("bias_dtype", w["dtype"])), device="meta")
-        cfg_d, cfg_p = lm["cfg_decoding"], lm["cfg_prefill"]
-        try:
-            ex_p, ex_d = library_executor(cfg_p, N, K), library_executor(cfg_d, N, K)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"stoicc checkpoint layer {name!r}: its configs cannot be rebuilt by this build "
-                             f"({type(e).__name__}: {e})") from None
-        mm = MixedModule(Wc, ex_p, ex_d, cfg_p, cfg_d, N, K, bias=bias,
-                         decode_max_tokens=int(lm["decode_max_tokens"]))
-        model.set_submodule(name, mm)
+            bias = torch.empty(lm["N"], dtype=_dtype(lm.get("bias_dtype", w["dtype"])), device="meta")
+        model.set_submodule(name, _layer_module(where, lm, Wc, bias))
     return len(layers)
 
 
+def _checkpoint_name(model, checkpoint_files):
+    """What errors call the checkpoint: what ``from_pretrained`` was given (a directory, or a hub
+    id), as ``load_compressed(skeleton, directory)`` names the directory."""
+    name = getattr(getattr(model, "config", None), "name_or_path", None)
+    if name:
+        return str(name)
+    return os.path.dirname(checkpoint_files[0]) if checkpoint_files else "stoicc checkpoint"
+
+
 class StoiccHfQuantizer(HfQuantizer):
-    """Loads stoicc checkpoints in ``from_pretrained``: before the weights are read, the listed
-    linears of the meta skeleton become ``MixedModule``s (``build_skeleton_layers``); transformers
-    then loads the compressed tensors into their buffers; afterwards every layer is validated.
-    It does not convert a dense model on the fly (use ``stoicc convert`` or ``sparsify_``)."""
+    """Loads stoicc checkpoints in ``from_pretrained``: before the weights are read, the header
+    (``quantization_config``: layers, fused groups) is checked against the skeleton and the shards
+    as ``load_compressed`` checks it, the fused structure installed, and the listed linears of the
+    meta skeleton become ``MixedModule``s (``build_skeleton_layers``); transformers then loads the
+    compressed tensors into their buffers; afterwards every layer is validated as
+    ``load_compressed`` validates one. A damaged directory is refused with ``load_compressed``'s
+    errors, naming what ``from_pretrained`` was given. It does not convert a dense model on the
+    fly (use ``stoicc convert`` or ``sparsify_``)."""
 
     requires_calibration = True          # pre-converted checkpoints only
     quantization_config: StoiccConfig
@@ -153,22 +152,29 @@ class StoiccHfQuantizer(HfQuantizer):
             return want
         return dtype
 
-    def _process_model_before_weight_loading(self, model, **kwargs):
-        install_fusions(model, getattr(self.quantization_config, "fused", ()))   # fused projections first
-        n = build_skeleton_layers(model, self.quantization_config.layers)
+    def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+        # The header (config.json's quantization_config) is checked by the reader load_compressed
+        # uses (stoicc_ext.nn.checkpoint._check_header): layers, fused groups against the skeleton
+        # and the shards' tensor headers (nothing read), then the fused structure is installed.
+        self._where = _checkpoint_name(model, checkpoint_files)
+        meta = self.quantization_config.metadata()
+        files = [f for f in checkpoint_files or () if str(f).endswith(".safetensors")]
+        with contextlib.ExitStack() as stack:
+            tensors = _Tensors(stack, self._where, meta.get("aliases", {}), files=files) if files else None
+            self._layers, _ = _check_header(self._where, meta, tensors, model)
+        n = build_skeleton_layers(model, self._layers, path=self._where)
         logger.info("stoicc: %d linear layers are MixedModules in the skeleton", n)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
-        for name, lm in self.quantization_config.layers.items():
-            mm = model.get_submodule(name)
-            ts = mm.compressed_tensors()
+        where = getattr(self, "_where", "stoicc checkpoint")
+        layers = getattr(self, "_layers", None) or {
+            name: _layer_entry(where, name, lm) for name, lm in self.quantization_config.layers.items()}
+        for name, lm in layers.items():
+            ts = model.get_submodule(name).compressed_tensors()
             if any(t.device.type == "meta" for t in ts):
-                raise ValueError(f"stoicc layer {name!r}: its compressed tensors are not in the checkpoint")
-            try:
-                CompressedWeight.from_tensors(ts, lm["weight"], check=True)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"stoicc layer {name!r}: {e}") from None
+                raise ValueError(f"{where}: layer {name!r}: its compressed tensors are not in the checkpoint")
+            _checked_weight(f"{where}: layer {name!r}", ts, lm)      # as load_compressed checks a layer
         return model
 
     def get_state_dict_and_metadata(self, model):

@@ -27,7 +27,9 @@ instance, ``densify_executor`` for the densify schedule): no re-compression, no 
 weights. The rest is loaded with ``load_state_dict(assign=True)``. The header is checked entry by
 entry against the file and the skeleton (layers, fused groups, aliases) before any tensor is read,
 and each layer in full as it is read (``_Checkpoint``); ``stoicc_ext.parallel.load_compressed_tp``
-reads through the same checks, so a file is refused alike, naming the file and the layer.
+reads through the same checks, and ``from_pretrained`` (``stoicc_ext.hf.quantizer``) checks a
+directory's header and layers with the same functions, so a checkpoint is refused alike, naming
+the file (or directory) and the layer.
 """
 import contextlib
 import json
@@ -213,13 +215,15 @@ class _Tensors:
     a time besides what it keeps. A tied tensor (``aliases``) answers to both of its names: the
     file holds one of them, whichever the writer kept. Open while ``stack`` is."""
 
-    def __init__(self, stack, path, aliases, device="cpu"):
+    def __init__(self, stack, path, aliases, device="cpu", files=None):
         from safetensors import safe_open
 
         from .pretrained import checkpoint_files   # pretrained imports this module
 
         self._file = {}
-        for file in checkpoint_files(path):
+        # ``files``: the shards when the caller has them already (transformers' from_pretrained
+        # resolves them, from a hub cache too); ``path`` then only names the checkpoint in errors
+        for file in checkpoint_files(path) if files is None else files:
             f = stack.enter_context(safe_open(file, framework="pt", device=str(device)))
             self._file.update(dict.fromkeys(f.keys(), f))
         self.aliases = {}                           # name -> the name it is stored under
@@ -306,7 +310,9 @@ def _check_member(where, name, mod, n, g):
 def _check_fusion(path, g, layers, tensors, model):
     """``g`` against the skeleton (its members) and the file (the fused layer, compressed or a
     dense weight: the members' sizes summed by ``in_features``, and the same bias), so that a
-    damaged entry is named as such, not met later as a shape error of another module."""
+    damaged entry is named as such, not met later as a shape error of another module.
+    ``tensors`` None: no file to look in (transformers given a ``state_dict``, no checkpoint
+    files); a fused layer that is not a compressed one is then checked against the skeleton only."""
     where = f"{path}: fused layer {g.fused_path!r}"
     try:
         parent = model.get_submodule(g.parent)
@@ -320,6 +326,8 @@ def _check_fusion(path, g, layers, tensors, model):
     lm, weight = layers.get(g.fused_path), f"{g.fused_path}.weight"
     if lm is not None:
         shape, bias = (lm["N"], lm["K"]), bool(lm.get("bias"))
+    elif tensors is None:
+        return
     elif weight in tensors:
         shape, bias = tensors.shape(weight), f"{g.fused_path}.bias" in tensors
     else:
@@ -363,6 +371,44 @@ def _check_target(where, model, name, lm):
                          f"({mod.out_features}, {mod.in_features})")
 
 
+def _check_header(path, meta, tensors, model):
+    """``(layers, fused)`` of the checked header ``meta`` (``parse_metadata``'s, or the
+    ``quantization_config`` transformers read from ``config.json``) of the checkpoint ``path``:
+    each layer's fields, the fused groups against the file and the skeleton (then installed on an
+    unfused skeleton), and the module each layer replaces. ``_Checkpoint`` and the transformers
+    quantizer (``stoicc_ext.hf.quantizer``) both check a header here, so that a damaged one is
+    refused alike, with the same error naming ``path``, whichever loads it."""
+    layers = {name: _layer_entry(path, name, lm) for name, lm in meta["layers"].items()}
+    fused = _fusions(path, meta, layers, tensors, model)
+    install_fusions(model, list(fused.values()))    # an unfused skeleton gets the saved structure
+    for name, lm in layers.items():
+        _check_target(f"{path}: layer {name!r}", model, name, lm)
+    return layers, fused
+
+
+def _checked_weight(where, tensors, lm):
+    """The ``CompressedWeight`` of the layer entry ``lm`` (``_layer_entry``'s) from its seven
+    ``tensors``, checked in full, of the entry's shape; errors start with ``where``."""
+    try:
+        Wc = CompressedWeight.from_tensors(tensors, lm["weight"], check=True)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+    if (Wc.N, Wc.K) != (lm["N"], lm["K"]):
+        raise ValueError(f"{where}: compressed weight is {Wc.N}x{Wc.K}, metadata says {lm['N']}x{lm['K']}")
+    return Wc
+
+
+def _layer_module(where, lm, Wc, bias):
+    """The ``MixedModule`` of the layer entry ``lm`` as saved: ``Wc`` and ``bias`` with the
+    executors of its stored configs (no tuning)."""
+    N, K, cfg_d, cfg_p = lm["N"], lm["K"], lm["cfg_decoding"], lm["cfg_prefill"]
+    try:
+        ex_p, ex_d = library_executor(cfg_p, N, K), library_executor(cfg_d, N, K)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where}: its configs cannot be rebuilt ({type(e).__name__}: {e})") from None
+    return MixedModule(Wc, ex_p, ex_d, cfg_p, cfg_d, N, K, bias=bias, decode_max_tokens=lm["decode_max_tokens"])
+
+
 def _under(key, names):
     """Whether the state-dict ``key`` belongs to one of the modules ``names`` (or a submodule)."""
     parts = key.split(".")
@@ -382,11 +428,7 @@ class _Checkpoint:
         self.path = os.fspath(path)
         meta = read_metadata(path)
         self.tensors = _Tensors(stack, path, meta.get("aliases", {}), device)
-        self.layers = {name: _layer_entry(self.path, name, lm) for name, lm in meta["layers"].items()}
-        self.fused = _fusions(self.path, meta, self.layers, self.tensors, model)
-        install_fusions(model, list(self.fused.values()))    # an unfused skeleton gets the saved structure
-        for name, lm in self.layers.items():
-            _check_target(self._where(name), model, name, lm)
+        self.layers, self.fused = _check_header(self.path, meta, self.tensors, model)
 
     def _where(self, name):
         return f"{self.path}: layer {name!r}"
@@ -400,25 +442,13 @@ class _Checkpoint:
             raise ValueError(f"{where}: tensors {missing} are missing from the file")
         if lm.get("bias") and f"{name}.bias" not in self.tensors:
             raise ValueError(f"{where}: its bias is missing from the file")
-        try:
-            Wc = CompressedWeight.from_tensors([self.tensors[k] for k in keys], lm["weight"], check=True)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{where}: {e}") from None
-        if (Wc.N, Wc.K) != (lm["N"], lm["K"]):
-            raise ValueError(f"{where}: compressed weight is {Wc.N}x{Wc.K}, metadata says {lm['N']}x{lm['K']}")
+        Wc = _checked_weight(where, [self.tensors[k] for k in keys], lm)
         return Wc, self.tensors[f"{name}.bias"] if lm.get("bias") else None
 
     def whole_layer(self, name, Wc, bias):
         """The ``MixedModule`` of layer ``name`` as saved: ``Wc`` and ``bias`` with the executors of
         its stored configs (no tuning)."""
-        lm = self.layers[name]
-        N, K, cfg_d, cfg_p = lm["N"], lm["K"], lm["cfg_decoding"], lm["cfg_prefill"]
-        try:
-            ex_p, ex_d = library_executor(cfg_p, N, K), library_executor(cfg_d, N, K)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{self._where(name)}: its configs cannot be rebuilt ({type(e).__name__}: {e})") \
-                from None
-        return MixedModule(Wc, ex_p, ex_d, cfg_p, cfg_d, N, K, bias=bias, decode_max_tokens=lm["decode_max_tokens"])
+        return _layer_module(self._where(name), self.layers[name], Wc, bias)
 
     def _rest(self):
         """The tensors that are not the layers', a tied pair as one tensor under both names (so

@@ -34,6 +34,7 @@ from torch import nn
 from ..format.compressed import CompressedWeight
 from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, _header, _layer_meta, _safetensors, parse_metadata
 from .mixed_module import MixedModule
+from .sparsify import _local, _storage_key
 
 __all__ = ["save_pretrained", "model_metadata", "checkpoint_files", "read_header", "read_directory",
            "describe_checkpoint", "INDEX_NAME", "WEIGHTS_NAME"]
@@ -71,10 +72,14 @@ def _is_transformers_model(model):
 
 
 def _ident(t):
-    """What makes two state-dict tensors the same stored tensor (tied weights); None for empty ones."""
+    """What makes two state-dict tensors the same stored tensor (tied weights); None for empty ones.
+    A DTensor (a model split by transformers' ``tp_plan``, whose ``save_pretrained`` asks the
+    quantizer for this metadata before it gathers the shards) is taken by its local shard, as
+    ``sparsify_`` takes it: its own storage has no data pointer to read."""
+    t = _local(t)
     if t.numel() == 0:
         return None
-    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+    return (*_storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
 def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> dict[str, Any]:

@@ -203,14 +203,11 @@ def test_damaged_headers_name_the_file_and_layer(tmp_path):
 
 # ---- fused entries -----------------------------------------------------------------------------
 
-QKV = "model.layers.0.self_attn.qkv_proj"
-
-
 def _fused_checkpoint(tmp_path):
     """A 1-layer tiny Llama converted with q/k/v and gate/up fused (compressed), saved; its header
     and tensors, to write damaged copies of."""
     import safetensors.torch as st
-    from hf_models import tiny_model
+    from hf_models import QKV, tiny_model
 
     model = tiny_model("llama", layers=1)
     STOICC.prune_patch_oneshot_(model, 0.35)
@@ -221,73 +218,19 @@ def _fused_checkpoint(tmp_path):
     return path, meta, st.load_file(str(path))
 
 
-def _damage(meta, how):
-    """A copy of ``meta`` whose first fused entry (q/k/v of layer 0) is damaged ``how``."""
-    meta = json.loads(json.dumps(meta))
-    entry = meta["fused"][0]
-    if how == "sizes":                 # v has 128 rows, not 64
-        entry["sizes"] = [256, 128, 64]
-    elif how == "in_features":
-        entry["in_features"] = 512
-    elif how == "bias":
-        entry["bias"] = True
-    elif how == "layer_N":             # the members are right, the fused layer is not their sum
-        meta["layers"][QKV]["N"] = meta["layers"][QKV]["weight"]["N"] = 640
-    elif how == "no_layer":            # neither a compressed layer nor a dense weight in the file
-        del meta["layers"][QKV]
-    elif how == "member_saved_too":
-        meta["layers"]["model.layers.0.self_attn.k_proj"] = meta["layers"][QKV]
-    elif how == "parent":
-        entry["parent"] = "model.layers.5.self_attn"
-    elif how == "members":
-        entry["members"] = ["q_proj", "k_proj"]
-    elif how == "lacks_sizes":
-        del entry["sizes"]
-    elif how == "size_not_int":
-        entry["sizes"] = ["256x", 128, 128]
-    elif how == "twice":
-        meta["fused"].append(entry)
-    elif how == "not_a_list":
-        meta["fused"] = entry
-    return meta
-
-
-FUSED_DAMAGE = {
-    "sizes": rf"fused layer '{QKV}': the model's model.layers.0.self_attn.v_proj is 128x256 \(bias=False\), the "
-             r"checkpoint fused a 64x256 linear",
-    "in_features": rf"fused layer '{QKV}': the model's model.layers.0.self_attn.q_proj is 256x256 .* fused a "
-                   r"256x512 linear",
-    "bias": rf"fused layer '{QKV}': the model's model.layers.0.self_attn.q_proj is 256x256 \(bias=False\), the "
-            r"checkpoint fused a 256x256 linear \(bias=True\)",
-    "layer_N": rf"fused layer '{QKV}': its members \['q_proj', 'k_proj', 'v_proj'\] of \[256, 128, 128\] outputs "
-               r"and 256 inputs make 512x256, but the file's layer is 640x256",
-    "no_layer": rf"fused layer '{QKV}': the file holds neither a compressed layer nor a weight of that name",
-    "member_saved_too": rf"fused layer '{QKV}': its members \['model.layers.0.self_attn.k_proj'\] are saved as "
-                        r"layers of their own too",
-    "parent": r"fused layer 'model.layers.5.self_attn.qkv_proj': its parent 'model.layers.5.self_attn' is not a "
-              r"module of the model",
-    "members": r"fused entry 0: members \['q_proj', 'k_proj'\] of 'model.layers.0.self_attn' are not a group that "
-               r"stoicc fuses",
-    "lacks_sizes": r"fused entry 0 lacks \['sizes'\]",
-    "size_not_int": rf"fused layer '{QKV}': sizes must be an integer, got '256x'",
-    "twice": rf"fused layer '{QKV}' is listed twice",
-    "not_a_list": r"'fused' is a dict, not a list of groups",
-}
-
-
 def test_fused_entries_are_validated(tmp_path):
     """A fused entry that does not match the model or the file, or is damaged in itself, is refused
     with a ValueError naming the file and the fused layer (not a bare KeyError, or an error about
     another module further on); the undamaged file loads."""
     import safetensors.torch as st
-    from hf_models import tiny_model
+    from hf_models import FUSED_DAMAGE, damage_fused, tiny_model
 
     path, meta, tensors = _fused_checkpoint(tmp_path)
     STOICC.load_compressed(lambda: tiny_model("llama", layers=1), path)
     wrong = {}                         # every damage checked, so a failure lists all that are not caught
     for how, message in FUSED_DAMAGE.items():
         bad = tmp_path / f"{how}.safetensors"
-        st.save_file(tensors, str(bad), metadata={"stoicc": json.dumps(_damage(meta, how))})
+        st.save_file(tensors, str(bad), metadata={"stoicc": json.dumps(damage_fused(meta, how))})
         try:
             STOICC.load_compressed(lambda: tiny_model("llama", layers=1), bad)
             wrong[how] = "loaded"

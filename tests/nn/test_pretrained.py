@@ -2,6 +2,7 @@
 and, for transformers models, by AutoModelForCausalLM.from_pretrained (stoicc_ext.hf)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -166,6 +167,51 @@ def test_from_pretrained_dtype_follows_the_checkpoint(tmp_path):
     STOICC.save_pretrained(model, d)
     loaded = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     assert loaded.dtype == torch.float16          # the kernels take activations of the weight's dtype
+
+
+def _error_of(load, *args):
+    """``"<type>: <message>"`` of what ``load(*args)`` raises, ``"loaded"`` if it does not."""
+    try:
+        load(*args)
+    except Exception as e:  # noqa: BLE001 - the kind of error is part of what is compared
+        return f"{type(e).__name__}: {e}"
+    return "loaded"
+
+
+def test_from_pretrained_refuses_damaged_fused_entries(tmp_path):
+    """A save_pretrained directory of a model with fused q/k/v and gate/up whose first fused entry
+    is damaged (in config.json's quantization_config, which from_pretrained reads, and in the
+    shard's header, which load_compressed reads) is refused by from_pretrained with the ValueError
+    load_compressed gives, naming the directory and the fused layer; the undamaged one loads."""
+    import shutil
+
+    import safetensors.torch as st
+
+    from hf_models import FUSED_DAMAGE, damage_fused, tiny_model
+
+    tf = pytest.importorskip("transformers", minversion="5")
+    model = tiny_model("llama", layers=1)
+    STOICC.prune_patch_oneshot_(model, 0.35)
+    STOICC.sparsify_(model, decode_tokens=2, prefill_tokens=32, verbose=False)
+    src = tmp_path / "llama-stoicc"
+    assert STOICC.save_pretrained(model, src)["fused"]
+    tf.AutoModelForCausalLM.from_pretrained(src)
+    config = json.loads((src / "config.json").read_text())
+    shard = str(src / WEIGHTS_NAME)
+    tensors, header = st.load_file(shard), read_header(shard)[1]
+    wrong = {}                          # every damage checked, so a failure lists all that are not caught
+    for how, message in FUSED_DAMAGE.items():
+        d = tmp_path / how
+        shutil.copytree(src, d)
+        bad = dict(config, quantization_config=damage_fused(config["quantization_config"], how))
+        (d / "config.json").write_text(json.dumps(bad))
+        st.save_file(tensors, str(d / WEIGHTS_NAME),
+                     metadata=dict(header, stoicc=json.dumps(damage_fused(json.loads(header["stoicc"]), how))))
+        hf = _error_of(tf.AutoModelForCausalLM.from_pretrained, d)
+        whole = _error_of(STOICC.load_compressed, lambda: tiny_model("llama", layers=1), d)
+        if hf != whole or not re.match("ValueError: " + re.escape(str(d)) + ": " + message, hf):
+            wrong[how] = f"from_pretrained: {hf}\n    load_compressed: {whole}"
+    assert not wrong, "\n".join(f"{how}: {got}" for how, got in wrong.items())
 
 
 def test_registration_is_lazy():

@@ -19,8 +19,8 @@ import stoicc_ext as STOICC
 
 from conftest import needs_ext
 from model_helpers import outputs, patch_model
-from tp_workers import (GLOO, H, I, VOCAB, hf_fused_ranks, hf_llama_ranks, llama_skeleton, refusal_ranks,
-                        save_tiny_hf_lm, spawn, tied_lm_head_ranks, tiny_lm_ranks, tiny_skeleton)
+from tp_workers import (GLOO, H, I, VOCAB, dtensor_metadata_ranks, hf_fused_ranks, hf_llama_ranks, llama_skeleton,
+                        refusal_ranks, save_tiny_hf_lm, spawn, tied_lm_head_ranks, tiny_lm_ranks, tiny_skeleton)
 
 pytestmark = [needs_ext, pytest.mark.skipif(not GLOO, reason="torch.distributed gloo backend not available"),
               pytest.mark.usefixtures("fresh_tuning_cache")]
@@ -70,6 +70,12 @@ def test_tiny_lm_split_and_checkpoint_loads(tiny_lm, tmp_path, world, paths):
 def test_tied_lm_head_stays_dense():
     """A tied lm_head under tensor parallelism is kept dense as on one process (the worker says how)."""
     spawn(2, tied_lm_head_ranks)
+
+
+def test_metadata_of_a_model_with_dtensor_weights():
+    """model_metadata of a model whose embedding and lm_head are DTensors (the worker says how):
+    their ties are found by the local shards' storage, where reading a DTensor's own raised."""
+    spawn(1, dtensor_metadata_ranks)
 
 
 @pytest.fixture(scope="module")

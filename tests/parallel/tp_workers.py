@@ -192,6 +192,31 @@ def tied_lm_head_ranks(rank, world):
     assert len(report.converted) == LAYER_LINEARS, report
 
 
+def dtensor_metadata_ranks(rank, world):
+    """``model_metadata`` (what ``save_pretrained`` writes, and what transformers' ``save_pretrained``
+    of a model split by ``tp_plan`` asks the quantizer for before it gathers the shards) of a
+    converted TinyLM whose embedding and lm_head weights are DTensors, as ``tp_plan`` leaves them:
+    a tied pair is one alias, two untied DTensors of one shape are not aliases of each other."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from model_helpers import LAYER_LINEARS, patch_model
+    from stoicc_ext.nn.pretrained import model_metadata
+
+    mesh = init_device_mesh("cpu", (world,))
+    for tie in (True, False):
+        model = patch_model(h=H, i=I, vocab=2 * VOCAB, tie=tie)
+        STOICC.sparsify_(model, decode_tokens=8, prefill_tokens=64, verbose=False)
+        for mod in (model.model.embed_tokens, model.lm_head):
+            mod.weight = torch.nn.Parameter(distribute_tensor(mod.weight.detach(), mesh, [Shard(0)]),
+                                            requires_grad=False)
+        if tie:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        meta = model_metadata(model)
+        assert len(meta["layers"]) == LAYER_LINEARS, sorted(meta["layers"])
+        assert meta["aliases"] == ({"lm_head.weight": "model.embed_tokens.weight"} if tie else {}), meta["aliases"]
+
+
 def tiny_skeleton(kind=None):
     """The TinyLM skeleton of ``tiny_lm_ranks`` on the meta device, or one that a checkpoint of it
     does not fit (``kind``): ``narrow`` (intermediate 512), ``identity`` (a layer that is not a
