@@ -34,6 +34,7 @@ the file (or directory) and the layer.
 import contextlib
 import json
 import os
+import sys
 import uuid
 from typing import Any, Callable
 
@@ -105,6 +106,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *,
     Every layer is validated as ``load_compressed`` will read it before anything is written, and
     the file is written next to ``path`` under a temporary name, then renamed over it: a save that
     fails leaves an existing ``path`` as it was."""
+    refuse_split_layers(model, "save_compressed")
     st = _safetensors()
     layers = {n: _layer_meta(n, m) for n, m in model.named_modules() if isinstance(m, MixedModule)}
     tensors, aliases, seen = {}, {}, {}
@@ -123,6 +125,20 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *,
     meta = _header(model, layers, aliases, extra_metadata)
     _write_atomic(st, tensors, os.fspath(path), {_META_KEY: json.dumps(meta)})
     return meta
+
+
+def refuse_split_layers(model: nn.Module, what: str) -> None:
+    """A stoicc checkpoint holds whole layers, written from one process. A layer split over ranks
+    by ``stoicc_ext.parallel`` (a ``TensorParallelLinear``) holds this rank's shard only, which would
+    be written as if it were the whole layer and load as a wrong model: refuse it by name."""
+    parallel = sys.modules.get("stoicc_ext.parallel.module")
+    if parallel is None:            # never imported: no layer can be split
+        return
+    for name, m in model.named_modules():
+        if isinstance(m, parallel.TensorParallelLinear):
+            raise ValueError(f"{what}: {name or 'the model'} is split over ranks (a TensorParallelLinear holding "
+                             f"this rank's shard), and a stoicc checkpoint holds whole layers; save the model "
+                             f"before it is split (load_compressed_tp and shard_model_ split it when loading)")
 
 
 def _write_atomic(st, tensors, path, metadata):

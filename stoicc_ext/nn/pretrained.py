@@ -32,7 +32,7 @@ from typing import Any
 from torch import nn
 
 from ..format.compressed import CompressedWeight
-from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, _header, _layer_meta, _safetensors, parse_metadata
+from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, _header, _layer_meta, _safetensors, parse_metadata, refuse_split_layers
 from .mixed_module import MixedModule
 from .sparsify import _local, _storage_key
 
@@ -85,6 +85,7 @@ def _ident(t):
 def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> dict[str, Any]:
     """The ``"stoicc"`` metadata of ``model`` (format, version, library, layers with their
     tensors' dtypes and shapes, aliases of tied tensors)."""
+    refuse_split_layers(model, "save_pretrained")
     layers = {}
     for name, m in model.named_modules():
         if isinstance(m, MixedModule):

@@ -69,6 +69,18 @@ def tiny_lm_ranks(rank, world, ckpt, xs, out_dir, paths):
         assert (down.local.N, down.local.K, down.in_features) == (H, I // world, I)
         if "load_tp" in paths:
             _save(out_dir, rank, "load_tp", outputs(loaded, *xs))
+            # a split model holds shards: saving it as a checkpoint of whole layers is refused, and
+            # an existing file is left as it was
+            target = os.path.join(out_dir, f"split_{rank}.safetensors")
+            with open(target, "wb") as f:
+                f.write(b"old")
+            with pytest.raises(ValueError, match=r"save_compressed: model.layers.0.self_attn.q_proj is split over ranks"):
+                STOICC.save_compressed(loaded, target)
+            with open(target, "rb") as f:
+                assert f.read() == b"old"
+            from stoicc_ext.nn.pretrained import model_metadata
+            with pytest.raises(ValueError, match=r"save_pretrained: .* is split over ranks"):
+                model_metadata(loaded)
     if "deepcopy" in paths:     # a split model copies (the group is held by name)
         _save(out_dir, rank, "deepcopy", outputs(copy.deepcopy(loaded), *xs))
     if "compile" in paths:      # the functional collectives trace into one graph with the stoicc op
