@@ -195,15 +195,20 @@ def parse_metadata(raw: str | None, where: str) -> dict[str, Any]:
 _LAYER_FIELDS = ("N", "K", "weight", "cfg_decoding", "cfg_prefill", "decode_max_tokens")
 
 
+def _require_fields(what, d, fields):
+    """ValueError naming ``what`` unless ``d`` is a JSON object with every one of ``fields``."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} is a {type(d).__name__}, not an object")
+    missing = [f for f in fields if f not in d]
+    if missing:
+        raise ValueError(f"{what} lacks {missing}")
+
+
 def _layer_entry(path, name, lm):
     """A layer's metadata with its sizes as ints; ValueError naming the file and the layer when a
     field is missing or of the wrong kind."""
     where = f"{os.fspath(path)}: layer {name!r}"
-    if not isinstance(lm, dict):
-        raise ValueError(f"{where}: its metadata is a {type(lm).__name__}, not an object")
-    missing = [f for f in _LAYER_FIELDS if f not in lm]
-    if missing:
-        raise ValueError(f"{where}: its metadata lacks {missing}")
+    _require_fields(f"{where}: its metadata", lm, _LAYER_FIELDS)
     for f in ("weight", "cfg_decoding", "cfg_prefill"):
         if not isinstance(lm[f], dict):
             raise ValueError(f"{where}: {f} is a {type(lm[f]).__name__}, not an object")
@@ -281,11 +286,7 @@ def _fusion_entry(path, i, d):
     ``FusionGroup.from_dict`` would fail on a damaged one with a bare KeyError or TypeError, or
     truncate a size that is not an integer."""
     where = f"{path}: fused entry {i}"
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} is a {type(d).__name__}, not an object")
-    missing = [f for f in _FUSED_FIELDS if f not in d]
-    if missing:
-        raise ValueError(f"{where} lacks {missing}")
+    _require_fields(where, d, _FUSED_FIELDS)
     parent, members = d["parent"], d["members"]
     if not isinstance(parent, str) or not isinstance(members, list) or tuple(members) not in KNOWN_GROUPS:
         raise ValueError(f"{where}: members {members!r} of {parent!r} are not a group that stoicc fuses (one of "
