@@ -8,6 +8,7 @@ import torch
 
 import stoicc_ext as STOICC
 from stoicc_ext.nn.fusion import fuse_linears_
+from stoicc_ext.nn.storage import tied_aliases
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
@@ -65,13 +66,9 @@ def build_model(tf, arch, layers, dtype, device, seed):
 
 def weight_bytes(model):
     """Bytes of the model's state (parameters and persistent buffers), shared storage counted once."""
-    seen, total = set(), 0
-    for t in model.state_dict().values():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
+    state = model.state_dict()
+    aliases = tied_aliases(state)          # what a checkpoint stores once
+    return sum(t.numel() * t.element_size() for k, t in state.items() if k not in aliases)
 
 
 # --------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from ..format.tile_map import as_int
 from ..tuning.library import is_library_config, library_executor
 from .fusion import KNOWN_GROUPS, FusedSlice, FusionGroup, fusion_groups, install_fusions
 from .mixed_module import MixedModule
+from .storage import tied_aliases
 
 __all__ = ["save_compressed", "load_compressed", "read_metadata", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -109,19 +110,13 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *,
     refuse_split_layers(model, "save_compressed")
     st = _safetensors()
     layers = {n: _layer_meta(n, m) for n, m in model.named_modules() if isinstance(m, MixedModule)}
-    tensors, aliases, seen = {}, {}, {}
-    for key, t in model.state_dict(keep_vars=False).items():
-        if t is None:
-            continue
-        if t.device.type == "meta":
-            raise ValueError(f"{key} is on the meta device: nothing to save")
-        ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()),
-                 t.dtype)
-        if ident in seen:
-            aliases[key] = seen[ident]
-            continue
-        seen[ident] = key
-        tensors[key] = t.detach().to("cpu").contiguous().clone()   # own storage: partial views never collide
+    state = {k: t for k, t in model.state_dict(keep_vars=False).items() if t is not None}
+    meta_keys = [k for k, t in state.items() if t.device.type == "meta"]
+    if meta_keys:
+        raise ValueError(f"{meta_keys[0]} is on the meta device: nothing to save")
+    aliases = tied_aliases(state)      # a tied tensor is stored once, under its first name
+    # own storage: partial views never collide
+    tensors = {k: t.detach().to("cpu").contiguous().clone() for k, t in state.items() if k not in aliases}
     meta = _header(model, layers, aliases, extra_metadata)
     _write_atomic(st, tensors, os.fspath(path), {_META_KEY: json.dumps(meta)})
     return meta

@@ -34,7 +34,7 @@ from torch import nn
 from ..format.compressed import CompressedWeight
 from .checkpoint import _META_KEY, CHECKPOINT_FORMAT, _header, _layer_meta, _safetensors, parse_metadata, refuse_split_layers
 from .mixed_module import MixedModule
-from .sparsify import _local, _storage_key
+from .storage import tied_aliases
 
 __all__ = ["save_pretrained", "model_metadata", "checkpoint_files", "read_header", "read_directory",
            "describe_checkpoint", "INDEX_NAME", "WEIGHTS_NAME"]
@@ -71,17 +71,6 @@ def _is_transformers_model(model):
         return False
 
 
-def _ident(t):
-    """What makes two state-dict tensors the same stored tensor (tied weights); None for empty ones.
-    A DTensor (a model split by transformers' ``tp_plan``, whose ``save_pretrained`` asks the
-    quantizer for this metadata before it gathers the shards) is taken by its local shard, as
-    ``sparsify_`` takes it: its own storage has no data pointer to read."""
-    t = _local(t)
-    if t.numel() == 0:
-        return None
-    return (*_storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
-
-
 def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> dict[str, Any]:
     """The ``"stoicc"`` metadata of ``model`` (format, version, library, layers with their
     tensors' dtypes and shapes, aliases of tied tensors)."""
@@ -95,18 +84,7 @@ def model_metadata(model: nn.Module, *, extra_metadata: dict | None = None) -> d
             if m.bias is not None:
                 lm["bias_dtype"] = str(m.bias.dtype).replace("torch.", "")
             layers[name] = lm
-    aliases, seen = {}, {}
-    for key, t in model.state_dict(keep_vars=False).items():
-        if t is None:
-            continue
-        ident = _ident(t)
-        if ident is None:
-            continue
-        if ident in seen:
-            aliases[key] = seen[ident]
-        else:
-            seen[ident] = key
-    return _header(model, layers, aliases, extra_metadata)
+    return _header(model, layers, tied_aliases(model.state_dict(keep_vars=False)), extra_metadata)
 
 
 def _shard(tensors, max_bytes):

@@ -33,7 +33,6 @@ disk across processes) answers the repeats. On the CPU the Inspector's heuristic
 """
 import functools
 import logging
-import sys
 import time
 import warnings
 from typing import Any, Callable
@@ -51,6 +50,7 @@ from .fusion import find_fusion_groups, fused_linear, install_fusion
 from .mixed_module import MixedModule
 from .recipe import DECODE_TOKENS, PREFILL_TOKENS
 from .sparsify_report import CONVERTED, LayerRow, SparsifyReport
+from .storage import storage_key
 
 __all__ = ["sparsify_", "PATCH_TILE"]
 
@@ -63,22 +63,6 @@ def _nbytes(t):
     return 0 if t is None else t.numel() * t.element_size()
 
 
-def _local(t):
-    """``t``'s local shard if it is a DTensor, else ``t``. A DTensor's own storage cannot be read
-    (``untyped_storage()`` raises); its local tensor's storage is the one the rank holds, and the one
-    a module built from ``to_local()`` (``stoicc_ext.parallel``'s local linears) shares. The DTensor
-    class is looked up, not imported: importing torch.distributed.tensor takes about 0.4 s, and no
-    parameter can be a DTensor before something else has imported it."""
-    dtensor = sys.modules.get("torch.distributed.tensor")
-    return t.to_local() if dtensor is not None and isinstance(t, dtensor.DTensor) else t
-
-
-def _storage_key(t):
-    """The key under which ``_owners`` files a tensor: the device and storage of its local data."""
-    t = _local(t)
-    return t.device, t.untyped_storage().data_ptr()
-
-
 def _owners(model):
     """{storage key: [parameter names]} over the whole model, duplicates included. DTensor
     parameters are filed under their local shard, so a weight tied across a tensor-parallel split
@@ -87,7 +71,7 @@ def _owners(model):
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.device.type == "meta":
             continue
-        owners.setdefault(_storage_key(p), []).append(name)
+        owners.setdefault(storage_key(p), []).append(name)
     return owners
 
 
@@ -104,7 +88,7 @@ def _check(name, mod, owners, filter_fn):
     N, K = W.shape
     if N % PATCH_TILE or K % PATCH_TILE:
         return "unsupported", f"{N}x{K} is not a multiple of the {PATCH_TILE}x{PATCH_TILE} tile"
-    names = owners.get(_storage_key(W), [])
+    names = owners.get(storage_key(W), [])
     others = [n for n in names if n != f"{name}.weight"]
     if others:
         return "shared", f"weight storage shared with {others[0]} (tied); converting it would save nothing"
