@@ -38,12 +38,14 @@ class KernelFamily:
     name: str            # the manifest's "family"
     header: str          # under csrc/kernels/
     kernel: str          # kernel template: KERNEL<T, params>::kSmemBytes must equal smem_bytes
-    launcher: str        # LAUNCHER<params>(const SpmmArgs&, DType, void* stream) -> int
+    launcher: str        # LAUNCHER<params>(const SpmmArgs&, DType, void* stream) -> int, or
+                         # LAUNCHER<kernel, params> with launcher_takes_kernel
     uses_cluster: str    # USES_CLUSTER<params>(DType) -> bool
     prefix: str          # instance names start with it
     min_sm: int          # lowest compute capability (major*10+minor) its code runs on
     smem_bytes: Callable[["Instance"], int]   # dynamic shared memory per CTA of an instance
     exact_sm: bool = False  # arch-specific code (sm_90a): runs on min_sm only, not on newer GPUs
+    launcher_takes_kernel: bool = False  # the launcher is shared by families: pass it the kernel
 
 
 def mma_smem_bytes(x):
@@ -68,14 +70,15 @@ MMA = KernelFamily(name="mma", header="spmm_kernel.cuh", kernel="SpmmKernel", la
                    uses_cluster="instance_uses_cluster", prefix="spmm", min_sm=80, smem_bytes=mma_smem_bytes)
 # wgmma.sp / wgmma with TMA, warp-specialized (kernels/spmm_wgmma.cuh): sm_90a code only, so it
 # runs on compute capability 9.0 exactly (exact_sm). Template parameters: BM, BN, BK, stages.
-WGMMA = KernelFamily(name="wgmma", header="spmm_wgmma.cuh", kernel="SpmmWgmma", launcher="launch_wgmma_instance",
-                     uses_cluster="wgmma_uses_cluster", prefix="wgmma", min_sm=90, smem_bytes=wgmma_smem_bytes,
-                     exact_sm=True)
+# The two sm_90a families share their launch (launch_sm90a_instance<kernel, params>).
+WGMMA = KernelFamily(name="wgmma", header="spmm_wgmma.cuh", kernel="SpmmWgmma", launcher="launch_sm90a_instance",
+                     uses_cluster="sm90a_uses_cluster", prefix="wgmma", min_sm=90, smem_bytes=wgmma_smem_bytes,
+                     exact_sm=True, launcher_takes_kernel=True)
 # The same MMAs with two tile rows per CTA walking the union of their K tiles, one X slice per step
-# feeding both rows (kernels/spmm_wgmma_2rows.cuh, an experiment): sm_90a only. Params: BM, BN, BK, stages.
+# feeding both rows (kernels/spmm_wgmma_2rows.cuh): sm_90a only. Params: BM, BN, BK, stages.
 WGMMA2 = KernelFamily(name="wgmma2", header="spmm_wgmma_2rows.cuh", kernel="SpmmWgmma2Rows",
-                      launcher="launch_wgmma2_instance", uses_cluster="wgmma2_uses_cluster", prefix="wgmma2r",
-                      min_sm=90, smem_bytes=wgmma2_smem_bytes, exact_sm=True)
+                      launcher="launch_sm90a_instance", uses_cluster="sm90a_uses_cluster", prefix="wgmma2r",
+                      min_sm=90, smem_bytes=wgmma2_smem_bytes, exact_sm=True, launcher_takes_kernel=True)
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,8 @@ def instance_source(inst):
             f"static_assert({fam.kernel}<__half, {inst.tparams}>::kSmemBytes == {inst.smem_bytes},\n"
             f"              \"generate_instances.py and the kernel disagree on shared memory\");\n"
             f"int launch_{inst.name}(const SpmmArgs& a, DType dt, void* stream) {{\n"
-            f"  return {fam.launcher}<{inst.tparams}>(a, dt, stream);\n"
+            f"  return {fam.launcher}<{f'{fam.kernel}, ' if fam.launcher_takes_kernel else ''}{inst.tparams}>"
+            "(a, dt, stream);\n"
             "}\n"
             f"bool uses_cluster_{inst.name}(DType dt) {{ return {fam.uses_cluster}<{inst.tparams}>(dt); }}\n"
             "}  // namespace stoicc\n")

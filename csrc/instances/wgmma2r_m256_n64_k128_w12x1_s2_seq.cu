@@ -6,7 +6,7 @@ namespace stoicc {
 static_assert(SpmmWgmma2Rows<__half, 256, 64, 128, 2>::kSmemBytes == 197632,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_wgmma2r_m256_n64_k128_w12x1_s2_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_wgmma2_instance<256, 64, 128, 2>(a, dt, stream);
+  return launch_sm90a_instance<SpmmWgmma2Rows, 256, 64, 128, 2>(a, dt, stream);
 }
-bool uses_cluster_wgmma2r_m256_n64_k128_w12x1_s2_seq(DType dt) { return wgmma2_uses_cluster<256, 64, 128, 2>(dt); }
+bool uses_cluster_wgmma2r_m256_n64_k128_w12x1_s2_seq(DType dt) { return sm90a_uses_cluster<256, 64, 128, 2>(dt); }
 }  // namespace stoicc

@@ -6,7 +6,7 @@ namespace stoicc {
 static_assert(SpmmWgmma<__half, 128, 64, 64, 8>::kSmemBytes == 197632,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_wgmma_m128_n64_k64_w12x1_s8_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_wgmma_instance<128, 64, 64, 8>(a, dt, stream);
+  return launch_sm90a_instance<SpmmWgmma, 128, 64, 64, 8>(a, dt, stream);
 }
-bool uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq(DType dt) { return wgmma_uses_cluster<128, 64, 64, 8>(dt); }
+bool uses_cluster_wgmma_m128_n64_k64_w12x1_s8_seq(DType dt) { return sm90a_uses_cluster<128, 64, 64, 8>(dt); }
 }  // namespace stoicc

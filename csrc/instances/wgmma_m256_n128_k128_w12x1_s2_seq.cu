@@ -6,7 +6,7 @@ namespace stoicc {
 static_assert(SpmmWgmma<__half, 256, 128, 128, 2>::kSmemBytes == 197632,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_wgmma_m256_n128_k128_w12x1_s2_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_wgmma_instance<256, 128, 128, 2>(a, dt, stream);
+  return launch_sm90a_instance<SpmmWgmma, 256, 128, 128, 2>(a, dt, stream);
 }
-bool uses_cluster_wgmma_m256_n128_k128_w12x1_s2_seq(DType dt) { return wgmma_uses_cluster<256, 128, 128, 2>(dt); }
+bool uses_cluster_wgmma_m256_n128_k128_w12x1_s2_seq(DType dt) { return sm90a_uses_cluster<256, 128, 128, 2>(dt); }
 }  // namespace stoicc

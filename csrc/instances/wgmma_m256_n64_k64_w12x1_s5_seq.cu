@@ -6,7 +6,7 @@ namespace stoicc {
 static_assert(SpmmWgmma<__half, 256, 64, 64, 5>::kSmemBytes == 205824,
               "generate_instances.py and the kernel disagree on shared memory");
 int launch_wgmma_m256_n64_k64_w12x1_s5_seq(const SpmmArgs& a, DType dt, void* stream) {
-  return launch_wgmma_instance<256, 64, 64, 5>(a, dt, stream);
+  return launch_sm90a_instance<SpmmWgmma, 256, 64, 64, 5>(a, dt, stream);
 }
-bool uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq(DType dt) { return wgmma_uses_cluster<256, 64, 64, 5>(dt); }
+bool uses_cluster_wgmma_m256_n64_k64_w12x1_s5_seq(DType dt) { return sm90a_uses_cluster<256, 64, 64, 5>(dt); }
 }  // namespace stoicc

@@ -101,6 +101,9 @@ struct SpmmWgmma {
   static constexpr int kYPitch = BN + 8;                      // staged output row, in elements
   // + 1 KiB: the dynamic shared memory base is rounded up to the 1024-byte swizzle alignment.
   static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes + 1024;
+  // Host: launches this instantiation (one CTA per tile row and token block); defined below,
+  // after the __global__ entry.
+  static int launch(const SpmmArgs& a, cudaStream_t stream);
   static_assert(BN == 64 || BN == 128, "BLOCK_N must be 64 or 128");
   static_assert(BK == 64 || BK == 128, "BLOCK_K must be 64 or 128");
   static_assert(kWN == 64 || kWN == 128 || kWN == 256, "wgmma N must be 64, 128 or 256");
@@ -291,25 +294,24 @@ int launch_sm90a_prefill(Kernel kernel, size_t smem_bytes, int threads, dim3 gri
   return (int)cudaGetLastError();
 }
 
-// One CTA per (tile row, token block).
 template <typename T, int BM, int BN, int BK, int ST>
-int launch_wgmma_typed(const SpmmArgs& a, cudaStream_t stream) {
-  using K = SpmmWgmma<T, BM, BN, BK, ST>;
+int SpmmWgmma<T, BM, BN, BK, ST>::launch(const SpmmArgs& a, cudaStream_t stream) {
   const dim3 grid((unsigned)(a.N / BN), (unsigned)((a.M + BM - 1) / BM));
-  return launch_sm90a_prefill<T>(spmm_wgmma_kernel<T, BM, BN, BK, ST>, K::kSmemBytes, K::kThreads, grid, BM, a,
-                                 stream);
+  return launch_sm90a_prefill<T>(spmm_wgmma_kernel<T, BM, BN, BK, ST>, kSmemBytes, kThreads, grid, BM, a, stream);
 }
 
-template <int BM, int BN, int BK, int ST>
-int launch_wgmma_instance(const SpmmArgs& a, DType dt, void* stream) {
+// What the generated instances of the sm_90a prefill families (wgmma, wgmma2) call: the fp16 or
+// bf16 instantiation of the family's kernel struct K, which launches itself (K::launch).
+template <template <typename, int, int, int, int> class K, int BM, int BN, int BK, int ST>
+int launch_sm90a_instance(const SpmmArgs& a, DType dt, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  if (dt == DType::BF16) return launch_wgmma_typed<__nv_bfloat16, BM, BN, BK, ST>(a, s);
-  return launch_wgmma_typed<__half, BM, BN, BK, ST>(a, s);
+  if (dt == DType::BF16) return K<__nv_bfloat16, BM, BN, BK, ST>::launch(a, s);
+  return K<__half, BM, BN, BK, ST>::launch(a, s);
 }
 
-// The wgmma kernels reduce nothing across CTAs: no cluster, no workspace.
+// The sm_90a prefill kernels reduce nothing across CTAs: no cluster, no workspace.
 template <int BM, int BN, int BK, int ST>
-bool wgmma_uses_cluster(DType) {
+bool sm90a_uses_cluster(DType) {
   return false;
 }
 

@@ -61,6 +61,9 @@ struct SpmmWgmma2Rows {
   static constexpr int kStageBytes = kXBytes + 2 * kWBytes;   // X first, then row 0's and row 1's slot
   static constexpr int kYPitch = 2 * BN + 8;                  // staged output row (both tile rows)
   static constexpr size_t kSmemBytes = (size_t)STAGES * kStageBytes + 1024;  // + base alignment
+  // Host: launches this instantiation (one CTA per pair of tile rows and token block); defined
+  // below, after the __global__ entry.
+  static int launch(const SpmmArgs& a, cudaStream_t stream);
   // Descriptor of a stage: kind of row 0 | kind of row 1 << 4, or kEnd.
   static constexpr int kNone = 0, kSparse = 1, kDense = 2, kEnd = 0xFF;
   static constexpr int kInf = 0x7FFFFFFF;
@@ -326,27 +329,11 @@ __global__ void __launch_bounds__(384, 1) spmm_wgmma2_kernel(const __grid_consta
 #endif
 }
 
-// One CTA per (pair of tile rows, token block); the launch is the wgmma kernels'.
 template <typename T, int BM, int BN, int BK, int ST>
-int launch_wgmma2_typed(const SpmmArgs& a, cudaStream_t stream) {
-  using K = SpmmWgmma2Rows<T, BM, BN, BK, ST>;
+int SpmmWgmma2Rows<T, BM, BN, BK, ST>::launch(const SpmmArgs& a, cudaStream_t stream) {
   const int tile_rows = a.N / BN;
   const dim3 grid((unsigned)((tile_rows + 1) / 2), (unsigned)((a.M + BM - 1) / BM));
-  return launch_sm90a_prefill<T>(spmm_wgmma2_kernel<T, BM, BN, BK, ST>, K::kSmemBytes, K::kThreads, grid, BM, a,
-                                 stream);
-}
-
-template <int BM, int BN, int BK, int ST>
-int launch_wgmma2_instance(const SpmmArgs& a, DType dt, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  if (dt == DType::BF16) return launch_wgmma2_typed<__nv_bfloat16, BM, BN, BK, ST>(a, s);
-  return launch_wgmma2_typed<__half, BM, BN, BK, ST>(a, s);
-}
-
-// No cluster, no workspace.
-template <int BM, int BN, int BK, int ST>
-bool wgmma2_uses_cluster(DType) {
-  return false;
+  return launch_sm90a_prefill<T>(spmm_wgmma2_kernel<T, BM, BN, BK, ST>, kSmemBytes, kThreads, grid, BM, a, stream);
 }
 
 }  // namespace stoicc
